@@ -81,7 +81,7 @@ func LoadJobFiles(reg *Registry, files ...string) ([]*Job, error) {
 	for _, file := range files {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("read job definitions: %w", err)
+			return nil, &DefinitionError{File: file, Cause: fmt.Sprintf("read job definitions: %v", err)}
 		}
 		jobs, err := ParseJobs(file, data)
 		if err != nil {

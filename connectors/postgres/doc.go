@@ -1,0 +1,27 @@
+// Package postgres is revsync's PostgreSQL connector: the connection pool
+// every PostgreSQL-backed service shares, and the entity_by_id reader that
+// loads the row an entity-changed event names.
+//
+// NewPool builds a pgx pool from Config: a bounded number of connections, a
+// connect timeout, and a server-enforced statement_timeout set as a session
+// parameter. pgx has no acquire timeout of its own, so the services of this
+// package bound every Acquire with their own deadline (see Acquire). Errors
+// from NewPool never contain the database password; RedactURL masks
+// passwords in connection strings for anyone who logs or reports one.
+//
+// EntityByIDReader implements jobs.Reader. It is built once per connector
+// binding by ReaderFactory, which renders its SELECT once from configuration:
+// identifiers come only from the connector's entity settings and are quoted;
+// key values only ever travel as bind parameters. An upsert reads the row;
+// a delete reads nothing; a row that is gone becomes a deletion or nothing,
+// as the connector's on_missing says.
+//
+// Errors are classified where they leave the package: a lost connection, a
+// timeout, a serialization failure or an exhausted server is transient and
+// left retryable; an undefined table or column, a syntax or privilege error
+// or a value that does not fit its column is wrapped with jobs.Permanent.
+//
+// The pgtest subpackage holds the test support shared by integration tests:
+// a database URL from DATABASE_URL, throw-away schemas and the Northwind
+// dataset.
+package postgres
