@@ -1,0 +1,26 @@
+// Package worker turns broker messages into job runs. It decodes and
+// validates an entity-changed event (Decode, against the embedded JSON
+// Schema schema/entity-changed.v1.json), resolves its route in the
+// jobs.Catalog, runs the connector's export job with a per-message deadline,
+// and decides what happens to the message: acknowledged once exported,
+// dead-lettered with its error class otherwise, requeued when the worker
+// stops before it could finish.
+//
+// The package knows no broker. A broker adapter (worker/rabbitmq) hands it
+// deliveries through a Source and settles them through each Delivery's
+// Settler: Ack, DeadLetter (publish a confirmed copy to the dead-letter
+// queue, then ack the original) and Requeue.
+//
+// The rules it keeps:
+//   - a message is acknowledged only once its outcome is safe: exported, or
+//     its dead-letter copy confirmed by the broker;
+//   - a dead-letter publish that fails leaves the original unacknowledged and
+//     is retried with capped exponential backoff while the worker runs; on
+//     shutdown the original is requeued instead;
+//   - settling runs on a context detached from the job's, so a cancelled job
+//     still settles its message;
+//   - each message ends in exactly one structured log line, written where its
+//     outcome is decided;
+//   - on shutdown the worker stops taking deliveries at once, lets in-flight
+//     messages finish within Config.ShutdownGrace and requeues the rest.
+package worker

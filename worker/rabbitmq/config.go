@@ -1,0 +1,157 @@
+package rabbitmq
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultExchange           = "revsync.events"
+	DefaultQueue              = "revsync.work"
+	DefaultDeadLetterExchange = "revsync.dlx"
+	DefaultDeadLetterQueue    = "revsync.dlq"
+	DefaultPrefetch           = 20
+	DefaultDeliveryLimit      = 5
+	DefaultPublishTimeout     = 10 * time.Second
+	DefaultDialTimeout        = 10 * time.Second
+	DefaultHeartbeat          = 10 * time.Second
+	DefaultConnectionName     = "revsync"
+)
+
+// Config configures a Client. The zero value of every field but URL means
+// its default.
+type Config struct {
+	// URL is the broker's AMQP URI. Required. It is never logged with its
+	// password.
+	URL string
+	// Exchange is the durable topic exchange events are published to.
+	// Default DefaultExchange.
+	Exchange string
+	// Queue is the work queue, a quorum queue bound to Exchange.
+	// Default DefaultQueue.
+	Queue string
+	// BindingKeys bind Queue to Exchange. Default ["#"]: every event.
+	BindingKeys []string
+	// DeadLetterExchange is the durable topic exchange dead-letter copies
+	// are published to, and the work queue's x-dead-letter-exchange.
+	// Default DefaultDeadLetterExchange.
+	DeadLetterExchange string
+	// DeadLetterQueue is the quorum queue bound to DeadLetterExchange with
+	// "#". Default DefaultDeadLetterQueue.
+	DeadLetterQueue string
+	// Prefetch bounds the unacknowledged deliveries on the consumer
+	// (basic.qos). Zero means the default, 20, because Config's zero value
+	// means defaults; an explicit prefetch of 0 (unlimited in AMQP) must
+	// therefore be refused by whoever reads the configuration file
+	// (cmd/revsync does). Negative is an error. Keep it at least the
+	// worker's concurrency.
+	Prefetch int
+	// DeliveryLimit is the work queue's x-delivery-limit: after this many
+	// deliveries (redeliveries after a crash, requeues on shutdown
+	// included) the queue dead-letters the message to DeadLetterExchange
+	// without x-revsync-* headers. Default 5.
+	DeliveryLimit int
+	// PublishTimeout bounds one publish, waiting for its confirm included.
+	// Default 10s.
+	PublishTimeout time.Duration
+	// DialTimeout bounds connecting (TCP, TLS and AMQP handshakes) and
+	// declaring the topology. Default 10s.
+	DialTimeout time.Duration
+	// Heartbeat is the AMQP heartbeat interval; a dead connection is noticed
+	// within about two of them. Default 10s.
+	Heartbeat time.Duration
+	// ConnectionName is shown in the management UI and rabbitmqctl.
+	// Default "revsync".
+	ConnectionName string
+	// Logger logs connection events. Default zap.NewNop().
+	Logger *zap.Logger
+}
+
+// withDefaults validates c and fills in its defaults. Errors name the field.
+func (c Config) withDefaults() (Config, error) {
+	if c.URL == "" {
+		return c, errors.New("rabbitmq: Config.URL is required")
+	}
+	if _, err := amqp.ParseURI(c.URL); err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			// Its text repeats the URL, password included.
+			return c, errors.New("rabbitmq: Config.URL is not a valid URL (want amqp://user:password@host:port/vhost)")
+		}
+		return c, fmt.Errorf("rabbitmq: Config.URL: %w", err)
+	}
+	for _, f := range []struct {
+		name string
+		bad  bool
+		val  any
+	}{
+		{"Prefetch", c.Prefetch < 0, c.Prefetch},
+		{"DeliveryLimit", c.DeliveryLimit < 0, c.DeliveryLimit},
+		{"PublishTimeout", c.PublishTimeout < 0, c.PublishTimeout},
+		{"DialTimeout", c.DialTimeout < 0, c.DialTimeout},
+		{"Heartbeat", c.Heartbeat < 0, c.Heartbeat},
+	} {
+		if f.bad {
+			return c, fmt.Errorf("rabbitmq: Config.%s must be positive, got %v", f.name, f.val)
+		}
+	}
+	for i, k := range c.BindingKeys {
+		if k == "" {
+			return c, fmt.Errorf("rabbitmq: Config.BindingKeys[%d] is empty", i)
+		}
+	}
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&c.Exchange, DefaultExchange)
+	def(&c.Queue, DefaultQueue)
+	def(&c.DeadLetterExchange, DefaultDeadLetterExchange)
+	def(&c.DeadLetterQueue, DefaultDeadLetterQueue)
+	def(&c.ConnectionName, DefaultConnectionName)
+	if len(c.BindingKeys) == 0 {
+		c.BindingKeys = []string{"#"}
+	}
+	if c.Exchange == c.DeadLetterExchange {
+		return c, fmt.Errorf("rabbitmq: Config.DeadLetterExchange must differ from Config.Exchange (%q)", c.Exchange)
+	}
+	if c.Queue == c.DeadLetterQueue {
+		return c, fmt.Errorf("rabbitmq: Config.DeadLetterQueue must differ from Config.Queue (%q)", c.Queue)
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.DeliveryLimit == 0 {
+		c.DeliveryLimit = DefaultDeliveryLimit
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = DefaultPublishTimeout
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = DefaultDialTimeout
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	if c.Logger == nil {
+		c.Logger = zap.NewNop()
+	}
+	return c, nil
+}
+
+// RedactedURL returns the URL with its password masked, for logs and
+// errors.
+func (c Config) RedactedURL() string {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return "(unparsable AMQP URL)"
+	}
+	return u.Redacted()
+}
