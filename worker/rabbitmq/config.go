@@ -17,7 +17,7 @@ const (
 	DefaultDeadLetterExchange = "revsync.dlx"
 	DefaultDeadLetterQueue    = "revsync.dlq"
 	DefaultPrefetch           = 20
-	DefaultDeliveryLimit      = 5
+	DefaultDeliveryLimit      = 10
 	DefaultPublishTimeout     = 10 * time.Second
 	DefaultDialTimeout        = 10 * time.Second
 	DefaultHeartbeat          = 10 * time.Second
@@ -55,7 +55,9 @@ type Config struct {
 	// DeliveryLimit is the work queue's x-delivery-limit: after this many
 	// deliveries (redeliveries after a crash, requeues on shutdown
 	// included) the queue dead-letters the message to DeadLetterExchange
-	// without x-revsync-* headers. Default 5.
+	// without x-revsync-* headers. Default 10: RabbitMQ counts a requeue
+	// on shutdown as a delivery too, so a tight limit would dead-letter
+	// messages that merely sat in a prefetch window through a few restarts.
 	DeliveryLimit int
 	// PublishTimeout bounds one publish, waiting for its confirm included.
 	// Default 10s.

@@ -80,12 +80,12 @@ func TestConfigDefaults(t *testing.T) {
 	require.Equal(t, "revsync.dlx", c.DeadLetterExchange)
 	require.Equal(t, "revsync.dlq", c.DeadLetterQueue)
 	require.Equal(t, 20, c.Prefetch)
-	require.Equal(t, 5, c.DeliveryLimit)
+	require.Equal(t, 10, c.DeliveryLimit)
 	require.Equal(t, 10*time.Second, c.PublishTimeout)
 	require.NotNil(t, c.Logger)
 	require.Equal(t, "amqp://u:xxxxx@h:5672/", c.RedactedURL())
 	require.Equal(t, amqp.Table{
-		"x-queue-type": "quorum", "x-dead-letter-exchange": "revsync.dlx", "x-delivery-limit": int64(5),
+		"x-queue-type": "quorum", "x-dead-letter-exchange": "revsync.dlx", "x-delivery-limit": int64(10),
 		"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish",
 	}, workQueueArgs(c))
 
