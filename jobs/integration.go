@@ -1,11 +1,11 @@
 package jobs
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -317,13 +317,18 @@ func (d Duration) Or(def time.Duration) time.Duration {
 	return time.Duration(d)
 }
 
-// decodeNode decodes a YAML node strictly into v.
+// decodeNode decodes a YAML node strictly into v. yaml.v3 refuses unknown
+// keys only through a Decoder, so strictness is checked on a scratch value
+// decoded from the re-encoded node; v itself is decoded from the node, which
+// keeps its nulls and line numbers.
 func decodeNode(n *yaml.Node, v any) error {
 	data, err := yaml.Marshal(n)
 	if err != nil {
 		return err
 	}
-	var buf bytes.Buffer
-	buf.Write(data)
-	return decodeStrict(buf.Bytes(), v)
+	scratch := reflect.New(reflect.TypeOf(v).Elem()).Interface()
+	if err := decodeStrict(data, scratch); err != nil {
+		return err
+	}
+	return n.Decode(v)
 }

@@ -64,10 +64,7 @@ var specKeys = []string{"from", "const", "template", "object", "format", "scale"
 // field's full key.
 func (s *Spec) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind == yaml.ScalarNode && (n.ShortTag() == "!!null" || n.Value == "") {
-		// An empty spec, reported as having no source. (An empty value in
-		// a flow mapping reaches us as '' after Binding.Section re-encodes
-		// the section.)
-		return nil
+		return nil // an empty spec, reported as having no source
 	}
 	if n.Kind != yaml.MappingNode {
 		return fmt.Errorf("line %d: a field spec is a mapping such as {from: column}, got %q", n.Line, n.Value)

@@ -260,7 +260,7 @@ func TestFactoryErrors(t *testing.T) {
 		{"no fields", "mapping: {fields: {}}", []string{`key "mapping.fields": missing`}},
 		{"unknown section key", "mapping: {feilds: {}}", []string{`key "mapping"`, "feilds"}},
 		{"no source", "mapping: {fields: {a: {format: string}}}", []string{`key "mapping.fields.a": no source`}},
-		{"null spec", "mapping: {fields: {a: }}", []string{`key "mapping.fields.a": no source`}},
+		{"null spec", "mapping: {fields: {a: }}", []string{`key "mapping.fields.a": missing spec`}},
 		{"two sources", "mapping: {fields: {a: {from: company_name, const: 1}}}", []string{`key "mapping.fields.a": from and const are exclusive`}},
 		{"const null and template", "mapping: {fields: {a: {const: null, template: '{company_name}'}}}", []string{`key "mapping.fields.a": const and template are exclusive`}},
 		{"unknown format", "mapping: {fields: {a: {from: company_name, format: money}}}", []string{`key "mapping.fields.a": format: unknown format "money"`}},
