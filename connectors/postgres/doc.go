@@ -1,6 +1,7 @@
 // Package postgres is revsync's PostgreSQL connector: the connection pool
-// every PostgreSQL-backed service shares, and the entity_by_id reader that
-// loads the row an entity-changed event names.
+// every PostgreSQL-backed service shares, the entity_by_id reader that
+// loads the row an entity-changed event names, and the advisory lock that
+// makes the runs of one entity take turns.
 //
 // NewPool builds a pgx pool from Config: a bounded number of connections, a
 // connect timeout, and a server-enforced statement_timeout set as a session
@@ -15,6 +16,13 @@
 // key values only ever travel as bind parameters. An upsert reads the row;
 // a delete reads nothing; a row that is gone becomes a deletion or nothing,
 // as the connector's on_missing says.
+//
+// AdvisoryLocker implements jobs.EntityLocker with session-level advisory
+// locks, so that the runs of one entity are serialised across every worker
+// replica on the database while runs of different entities never wait for
+// each other. Each lock holds a pool connection of its own for the whole
+// run: the pool needs at least twice as many connections as the worker
+// runs messages at once.
 //
 // Errors are classified where they leave the package: a lost connection, a
 // timeout, a serialization failure or an exhausted server is transient and
