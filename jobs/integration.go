@@ -68,9 +68,24 @@ type Connector struct {
 	// Parameters are defaults for the job context; an event's own
 	// parameters win.
 	Parameters map[string]any `yaml:"parameters"`
+	// Retry overrides the worker's retry policy for this connector's
+	// transient failures. Nil: the worker's policy.
+	Retry *RetryPolicy `yaml:"retry"`
 	// Sections holds the services' own settings (e.g. "mapping", "remote"),
 	// decoded by each service through Binding.Section.
 	Sections map[string]yaml.Node `yaml:",inline"`
+}
+
+// RetryPolicy is a connector's own retry policy (key "retry").
+type RetryPolicy struct {
+	// MaxAttempts is how many times an event is tried in all before a
+	// transient failure dead-letters it with class retries_exhausted.
+	// Required, at least 1 (1: never retried).
+	MaxAttempts int `yaml:"max_attempts"`
+	// Schedule is the delay before each retry: the first entry after the
+	// first attempt, and so on; the last entry repeats. Empty: the
+	// worker's schedule.
+	Schedule []Duration `yaml:"schedule"`
 }
 
 // OnMissing values.
@@ -198,7 +213,8 @@ func jsonType(v any) string {
 
 // ValidateIntegrations checks the integrations of the configuration file
 // named file: unique names, connectors with a table, a key, a known export
-// job (when jobs is not nil) and a valid on_missing.
+// job (when jobs is not nil), a valid on_missing and, when present, a retry
+// policy with max_attempts of at least 1 and positive schedule delays.
 func ValidateIntegrations(file string, integrations []Integration, jobs []*Job) error {
 	var errs []error
 	known := map[string]bool{}
@@ -250,6 +266,16 @@ func ValidateIntegrations(file string, integrations []Integration, jobs []*Job) 
 			}
 			if err := c.Entity.validate(); err != nil {
 				bad(cp, "key \"entity.%v", err)
+			}
+			if r := c.Retry; r != nil {
+				if r.MaxAttempts < 1 {
+					bad(cp, `key "retry.max_attempts": must be at least 1, got %d`, r.MaxAttempts)
+				}
+				for i, d := range r.Schedule {
+					if d <= 0 {
+						bad(cp, `key "retry.schedule[%d]": must be positive, got %s`, i, time.Duration(d))
+					}
+				}
 			}
 		}
 	}

@@ -27,6 +27,12 @@ const (
 	HeaderOriginalExchange = "x-revsync-original-exchange"
 	// HeaderOriginalRoutingKey is the routing key it was published with.
 	HeaderOriginalRoutingKey = "x-revsync-original-routing-key"
+	// HeaderRetryClass is, on a copy waiting in a delay queue, why it
+	// waits: the Retry.Class.
+	HeaderRetryClass = "x-revsync-retry-class"
+	// HeaderRetryReason is, on a copy waiting in a delay queue, the
+	// Retry.Reason.
+	HeaderRetryReason = "x-revsync-retry-reason"
 )
 
 // MaxReasonBytes caps DeadLetter.Reason so that a dead-letter copy always
@@ -37,18 +43,21 @@ const MaxReasonBytes = 4096
 // The adapter fills the fields and the Settler; the worker settles each
 // delivery exactly once.
 type Delivery struct {
-	Body       []byte
-	MessageID  string         // the message_id property; "" when absent
-	RoutingKey string         // the routing key it was published with
+	Body      []byte
+	MessageID string // the message_id property; "" when absent
+	// RoutingKey is the routing key it was delivered with. A message back
+	// from a delay queue carries its original one in the
+	// HeaderOriginalRoutingKey header.
+	RoutingKey string
 	Headers    map[string]any // the message headers; nil when it has none
 	Settler    Settler        // settles this delivery on the broker
 }
 
 // Settler settles one delivery. Each method may be called once the previous
-// call failed: DeadLetter may be retried, and Requeue may follow a failed
-// DeadLetter. A method whose delivery can no longer be settled (its channel
-// or connection is gone, so the broker will redeliver the message) returns
-// an error wrapping ErrDeliveryLost.
+// call failed: DeadLetter and Retry may be retried, and Requeue may follow a
+// failed DeadLetter or Retry. A method whose delivery can no longer be
+// settled (its channel or connection is gone, so the broker will redeliver
+// the message) returns an error wrapping ErrDeliveryLost.
 type Settler interface {
 	// Ack acknowledges the message: it is done with.
 	Ack(ctx context.Context) error
@@ -57,6 +66,14 @@ type Settler interface {
 	// copy, and only then acknowledges the original. When it returns an
 	// error the original is not acknowledged.
 	DeadLetter(ctx context.Context, dl DeadLetter) error
+	// Retry publishes a copy of the message to wait in a delay queue for
+	// at least r.Delay before it returns to the work queue, with
+	// HeaderAttempt set to r.Attempt and the original exchange and routing
+	// key kept in HeaderOriginalExchange and HeaderOriginalRoutingKey. It
+	// waits for the broker to confirm the copy and only then acknowledges
+	// the original. When it returns an error the original is not
+	// acknowledged.
+	Retry(ctx context.Context, r Retry) error
 	// Requeue returns the message to its queue for another consumer (a
 	// negative acknowledgement with requeue).
 	Requeue(ctx context.Context) error
@@ -99,7 +116,7 @@ type Backoff struct {
 	Max     time.Duration // default 5s
 }
 
-// DefaultBackoff is the backoff of dead-letter publish retries.
+// DefaultBackoff is the backoff of dead-letter and retry publish retries.
 var DefaultBackoff = Backoff{Initial: 200 * time.Millisecond, Max: 5 * time.Second}
 
 // withDefaults fills zero fields from DefaultBackoff.

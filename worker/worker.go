@@ -56,12 +56,25 @@ type Config struct {
 	// waiting for the broker's confirm. It should exceed the adapter's
 	// publish timeout. Default 15s.
 	SettleTimeout time.Duration
-	// DeadLetterBackoff spaces the retries of a dead-letter publish that
-	// failed (not confirmed, returned as unroutable, timed out).
-	// Default DefaultBackoff: 200ms doubling up to 5s.
+	// DeadLetterBackoff spaces the retries of a dead-letter or retry
+	// publish that failed (not confirmed, returned as unroutable, timed
+	// out). Default DefaultBackoff: 200ms doubling up to 5s.
 	DeadLetterBackoff Backoff
 	// Host names this worker in dead-letter copies. Default os.Hostname().
 	Host string
+	// Locker, when set, makes runs of the same entity take turns across
+	// every worker: the lock is taken before the job runs and released
+	// after it, whatever its outcome. Default nil: no locking.
+	Locker jobs.EntityLocker
+	// Retry is the retry policy of transient failures; a connector's own
+	// jobs.RetryPolicy overrides it. Default: DefaultRetrySchedule,
+	// DefaultRetryJitter, DefaultMaxAttempts.
+	Retry RetryPolicy
+	// Breaker configures the circuit breaker of each integration.
+	// Defaults: see BreakerConfig.
+	Breaker BreakerConfig
+	// Metrics records what the worker does. Default nil: nothing recorded.
+	Metrics *Metrics
 }
 
 // Outcome is how the worker settled a message. It is the "status" field of
@@ -75,6 +88,13 @@ const (
 	// OutcomeDeadLettered: the job failed, or the message was invalid; its
 	// copy is confirmed in the dead-letter queue and the original acked.
 	OutcomeDeadLettered Outcome = "dead_lettered"
+	// OutcomeRetried: the job failed transiently; a copy, the next
+	// attempt, is confirmed in a delay queue and the original acked.
+	OutcomeRetried Outcome = "retried"
+	// OutcomeDeferred: the integration's circuit breaker is open; the
+	// message was not run and waits in a delay queue, its attempt
+	// unchanged.
+	OutcomeDeferred Outcome = "deferred"
 	// OutcomeRequeued: the worker stopped before the message could be
 	// finished or dead-lettered; it was returned to its queue.
 	OutcomeRequeued Outcome = "requeued"
@@ -87,8 +107,10 @@ const (
 // export job, then ack, dead-letter or requeue. It holds no per-run state;
 // Run may be called again after it returns.
 type Worker struct {
-	cfg Config
-	log *zap.Logger
+	cfg      Config
+	log      *zap.Logger
+	breakers *breakers // nil when Config.Breaker.Disabled
+	rand     func() float64
 }
 
 // New returns a Worker for cfg, with defaults filled in. It returns an error
@@ -143,7 +165,21 @@ func New(cfg Config) (*Worker, error) {
 		}
 		cfg.Host = host
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger}, nil
+	var err error
+	if cfg.Retry, err = cfg.Retry.withDefaults(); err != nil {
+		return nil, err
+	}
+	if cfg.Breaker, err = cfg.Breaker.withDefaults(); err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, log: cfg.Logger, rand: defaultRand}
+	if !cfg.Breaker.Disabled {
+		w.breakers = newBreakers(cfg.Breaker, time.Now, cfg.Logger, cfg.Metrics)
+		for _, route := range cfg.Catalog.Routes() {
+			w.breakers.track(route.Integration.Name)
+		}
+	}
+	return w, nil
 }
 
 // Config returns the worker's configuration with defaults filled in.
@@ -301,7 +337,7 @@ func (w *Worker) requeueUnstarted(ctx context.Context, d Delivery) {
 	err := w.safely(func() error { return d.Settler.Requeue(sctx) })
 	fields := []zap.Field{
 		zap.String("message_id", d.MessageID),
-		zap.String("routing_key", d.RoutingKey),
+		zap.String("routing_key", routingKeyOf(d)),
 		zap.Int("attempt", attemptOf(d.Headers)),
 	}
 	if err != nil {
@@ -309,6 +345,7 @@ func (w *Worker) requeueUnstarted(ctx context.Context, d Delivery) {
 			append(fields, zap.String("status", string(OutcomeUnsettled)), zap.Error(err))...)
 		return
 	}
+	w.cfg.Metrics.Requeued()
 	w.log.Info("message requeued: worker stopping before it started",
 		append(fields, zap.String("status", string(OutcomeRequeued)))...)
 }
@@ -323,13 +360,38 @@ type run struct {
 	jc      *jobs.Context
 	exec    *jobs.Execution
 	err     error
+
+	admitted bool          // the breaker let it run
+	probe    bool          // as the half-open breaker's probe
+	deferFor time.Duration // > 0: the breaker deferred it for this long
+	class    jobs.Class    // the class it was dead-lettered or retried with
+}
+
+// integration is the integration the message names; "" when it could not
+// be decoded.
+func (r *run) integration() string {
+	if r.event == nil {
+		return ""
+	}
+	return r.event.Integration
 }
 
 // handle processes one delivery and settles it. Nothing in it can take the
 // process down: panics in the worker's own code are recovered too.
 func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Delivery) {
+	w.cfg.Metrics.Received()
+	defer w.cfg.Metrics.Done()
 	r := &run{d: d, started: time.Now(), attempt: attemptOf(d.Headers)}
 	w.process(jobCtx, r)
+	if r.admitted {
+		// Neither a shutdown nor waiting for another run of the same
+		// entity says anything about the remote's health.
+		if jobCtx.Err() != nil || errors.Is(r.err, jobs.ErrEntityLocked) {
+			w.breakers.release(r.event.Integration, r.probe)
+		} else {
+			w.breakers.record(r.event.Integration, r.probe, jobs.ClassOf(r.err) == jobs.ClassTransient)
+		}
+	}
 	if err := w.safely(func() error { w.settle(jobCtx, stopping, r); return nil }); err != nil {
 		w.log.Error("settling a message panicked; it will be redelivered when the channel closes",
 			append(w.fields(r, OutcomeUnsettled), zap.Error(err))...)
@@ -373,25 +435,46 @@ func (w *Worker) process(ctx context.Context, r *run) {
 		MessageID:   r.d.MessageID,
 		Attempt:     r.attempt,
 	}
+	adm := w.breakers.admit(ev.Integration)
+	if !adm.run {
+		r.deferFor = adm.wait
+		return
+	}
+	r.admitted, r.probe = true, adm.probe
 	runCtx, cancel := context.WithTimeout(ctx, w.cfg.MessageTimeout)
 	defer cancel()
+	if w.cfg.Locker != nil {
+		// Runs of one entity take turns, across replicas, so that a slow
+		// write of an older read never lands after a newer one (F14).
+		unlock, err := w.cfg.Locker.LockEntity(runCtx, r.jc)
+		if err != nil {
+			r.err = err
+			return
+		}
+		defer unlock()
+	}
 	r.exec, r.err = w.cfg.Runner.Run(runCtx, route, r.jc)
+	if r.exec != nil {
+		w.cfg.Metrics.JobDuration(ev.Integration, ev.Connector, r.exec.Status, r.exec.Duration())
+	}
 	if r.err != nil && ctx.Err() == nil && errors.Is(runCtx.Err(), context.DeadlineExceeded) {
 		r.err = fmt.Errorf("message timeout %s exceeded: %w", w.cfg.MessageTimeout, r.err)
 	}
 }
 
-// settle acks, dead-letters or requeues the delivery and logs the outcome.
+// settle acks, retries, dead-letters or requeues the delivery and logs the
+// outcome.
 func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run) {
 	d := r.d
 	switch {
-	case r.err == nil:
+	case r.err == nil && r.deferFor == 0:
 		err := w.settleOnce(jobCtx, d.Settler.Ack)
 		if err != nil {
 			w.log.Warn("message exported but not acknowledged: it will be redelivered",
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
 			return
 		}
+		w.cfg.Metrics.Exported(r.event.Integration, r.event.Connector)
 		w.log.Info("message exported", w.fields(r, OutcomeExported)...)
 		return
 	case jobCtx.Err() != nil:
@@ -403,32 +486,27 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
 			return
 		}
+		w.cfg.Metrics.Requeued()
 		w.log.Warn("message interrupted by shutdown and requeued", w.fields(r, OutcomeRequeued)...)
 		return
 	}
 
-	class := jobs.ClassOf(r.err)
-	dl := DeadLetter{
-		Class:    class,
-		Reason:   truncate(r.err.Error(), MaxReasonBytes),
-		Attempt:  r.attempt,
-		FailedAt: time.Now().UTC(),
-		Host:     w.cfg.Host,
+	dec := w.decide(r, time.Now())
+	what, publish := "dead-letter", func(ctx context.Context) error { return d.Settler.DeadLetter(ctx, *dec.dl) }
+	if dec.retry != nil {
+		r.class = dec.retry.Class
+		what, publish = "retry", func(ctx context.Context) error { return d.Settler.Retry(ctx, *dec.retry) }
+	} else {
+		r.class = dec.dl.Class
 	}
 	for try := 1; ; try++ {
-		err := w.settleOnce(jobCtx, func(ctx context.Context) error { return d.Settler.DeadLetter(ctx, dl) })
+		err := w.settleOnce(jobCtx, publish)
 		if err == nil {
-			msg, level := "message dead-lettered", zap.WarnLevel
-			if class == jobs.ClassPanic {
-				level = zap.ErrorLevel
-			}
-			if ce := w.log.Check(level, msg); ce != nil {
-				ce.Write(w.fields(r, OutcomeDeadLettered)...)
-			}
+			w.settled(r, dec)
 			return
 		}
 		if errors.Is(err, ErrDeliveryLost) {
-			w.log.Warn("message failed and could not be dead-lettered: it will be redelivered",
+			w.log.Warn("message not settled: its "+what+" publish failed and it will be redelivered",
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
 			return
 		}
@@ -436,17 +514,18 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 		case <-stopping:
 			rqErr := w.settleOnce(jobCtx, d.Settler.Requeue)
 			if rqErr != nil {
-				w.log.Warn("message failed, dead-lettering failed and requeueing failed: it will be redelivered",
-					append(w.fields(r, OutcomeUnsettled), zap.NamedError("dead_letter_error", err), zap.NamedError("settle_error", rqErr))...)
+				w.log.Warn("message not settled: its "+what+" publish failed and requeueing failed: it will be redelivered",
+					append(w.fields(r, OutcomeUnsettled), zap.NamedError(what+"_error", err), zap.NamedError("settle_error", rqErr))...)
 				return
 			}
-			w.log.Warn("message failed and dead-lettering failed while stopping: requeued",
-				append(w.fields(r, OutcomeRequeued), zap.NamedError("dead_letter_error", err))...)
+			w.cfg.Metrics.Requeued()
+			w.log.Warn("message requeued: its "+what+" publish failed while stopping",
+				append(w.fields(r, OutcomeRequeued), zap.NamedError(what+"_error", err))...)
 			return
 		default:
 		}
 		delay := w.cfg.DeadLetterBackoff.Delay(try)
-		w.log.Warn("dead-letter publish failed; the message stays unacknowledged and is retried",
+		w.log.Warn(what+" publish failed; the message stays unacknowledged and is retried",
 			zap.String("message_id", d.MessageID), zap.Int("try", try), zap.Duration("retry_in", delay), zap.Error(err))
 		t := time.NewTimer(delay)
 		select {
@@ -455,6 +534,31 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 			t.Stop()
 			// One last try above, then requeue.
 		}
+	}
+}
+
+// settled records and logs a message whose retry or dead-letter copy the
+// broker confirmed.
+func (w *Worker) settled(r *run, dec decision) {
+	if rt := dec.retry; rt != nil {
+		w.cfg.Metrics.Retried(r.integration(), string(rt.Class))
+		if rt.Class == ClassBreakerOpen {
+			// Logged at debug level: the breaker logged its opening once.
+			w.log.Debug("message deferred: the integration's circuit breaker is open",
+				append(w.fields(r, OutcomeDeferred), zap.Duration("retry_in", rt.Delay))...)
+			return
+		}
+		w.log.Info("message failed transiently: retrying after a delay",
+			append(w.fields(r, OutcomeRetried), zap.Duration("retry_in", rt.Delay), zap.Int("next_attempt", rt.Attempt))...)
+		return
+	}
+	w.cfg.Metrics.DeadLettered(dec.dl.Class)
+	level := zap.WarnLevel
+	if dec.dl.Class == jobs.ClassPanic {
+		level = zap.ErrorLevel
+	}
+	if ce := w.log.Check(level, "message dead-lettered"); ce != nil {
+		ce.Write(w.fields(r, OutcomeDeadLettered)...)
 	}
 }
 
@@ -498,7 +602,7 @@ func (w *Worker) fields(r *run, outcome Outcome) []zap.Field {
 		zap.String("connector", connector),
 		zap.String("entity_key", entityKey),
 		zap.String("message_id", r.d.MessageID),
-		zap.String("routing_key", r.d.RoutingKey),
+		zap.String("routing_key", routingKeyOf(r.d)),
 		zap.Int("attempt", r.attempt),
 		zap.String("job", job),
 		zap.String("status", string(outcome)),
@@ -508,7 +612,11 @@ func (w *Worker) fields(r *run, outcome Outcome) []zap.Field {
 		zap.Duration("duration", time.Since(r.started)),
 	}
 	if r.err != nil {
-		fs = append(fs, zap.String("class", string(jobs.ClassOf(r.err))), zap.Error(r.err))
+		class := r.class
+		if class == "" {
+			class = jobs.ClassOf(r.err)
+		}
+		fs = append(fs, zap.String("class", string(class)), zap.Error(r.err))
 		var pe *jobs.PanicError
 		if errors.As(r.err, &pe) {
 			fs = append(fs, zap.ByteString("stack", pe.Stack))
@@ -530,6 +638,15 @@ func rawKey(id map[string]any) string {
 		f[i] = jobs.KeyPart{Column: c, Value: id[c]}
 	}
 	return f.String()
+}
+
+// routingKeyOf returns the routing key the delivery was first published
+// with: HeaderOriginalRoutingKey for a message back from a delay queue.
+func routingKeyOf(d Delivery) string {
+	if rk, ok := d.Headers[HeaderOriginalRoutingKey].(string); ok && rk != "" {
+		return rk
+	}
+	return d.RoutingKey
 }
 
 // attemptOf reads HeaderAttempt: 1 when absent or not a positive integer.

@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -163,11 +164,12 @@ func TestOutcomes(t *testing.T) {
 				return jobs.Permanent(errors.New("remote answered 422"))
 			},
 			class: jobs.ClassPermanent, reason: "remote answered 422"},
-		{name: "transient failure is dead-lettered for now", body: valid, reads: 1, attempt: 1,
+		{name: "transient failure on the last attempt", body: valid, reads: 1, attempt: 5,
+			headers: map[string]any{worker.HeaderAttempt: int32(5)},
 			fail: func(context.Context, *jobs.Context) error {
 				return &jobs.TransientError{Err: errors.New("remote answered 503")}
 			},
-			class: jobs.ClassTransient, reason: "remote answered 503"},
+			class: jobs.ClassRetriesExhausted, reason: "remote answered 503"},
 		{name: "panic in a writer", body: valid, reads: 1, attempt: 1,
 			fail:  func(context.Context, *jobs.Context) error { panic("boom") },
 			class: jobs.ClassPanic, reason: "panic in writer fake: boom"},
@@ -353,10 +355,11 @@ func TestMessageTimeout(t *testing.T) {
 	stop := started(t, w, src)
 	waitSettled(t, s)
 	require.NoError(t, stop())
-	dl := s.Calls().DeadLetters
-	require.Len(t, dl, 1)
-	require.Equal(t, jobs.ClassTransient, dl[0].Class)
-	require.Contains(t, dl[0].Reason, "message timeout 20ms exceeded")
+	retries := s.Calls().Retries
+	require.Len(t, retries, 1, "a timeout is transient: retried")
+	require.Equal(t, jobs.ClassTransient, retries[0].Class)
+	require.Equal(t, 2, retries[0].Attempt)
+	require.Contains(t, retries[0].Reason, "message timeout 20ms exceeded")
 }
 
 func TestSettlePanicDoesNotKillTheWorker(t *testing.T) {
@@ -561,4 +564,52 @@ func TestBackoffDelay(t *testing.T) {
 		require.Equal(t, want, b.Delay(n), "try %d", n)
 	}
 	require.Equal(t, 200*time.Millisecond, worker.Backoff{}.Delay(1))
+}
+
+func TestEntityLockIsHeldAroundTheRun(t *testing.T) {
+	t.Parallel()
+	var (
+		mu     sync.Mutex
+		events []string
+	)
+	log := func(e string) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	rec := &recorder{fail: func(context.Context, *jobs.Context) error { log("run"); return nil }}
+	locker := jobs.EntityLockerFunc(func(_ context.Context, jc *jobs.Context) (func(), error) {
+		log("lock " + jobs.EntityLockKey(jc))
+		return func() { log("unlock") }, nil
+	})
+	w, _ := newWorker(t, rec, func(c *worker.Config) { c.Locker = locker })
+	d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	src := workertest.NewSource(1)
+	src.Send(d)
+	stop := started(t, w, src)
+	waitSettled(t, s)
+	require.NoError(t, stop())
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, events, 3)
+	require.Contains(t, events[0], "lock ")
+	require.Contains(t, events[0], "customer_id")
+	require.Equal(t, []string{"run", "unlock"}, events[1:])
+	require.Equal(t, 1, s.Calls().Acks)
+}
+
+func TestEntityLockTimeoutIsRetried(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	locker := jobs.EntityLockerFunc(func(context.Context, *jobs.Context) (func(), error) {
+		return nil, &jobs.TransientError{Err: fmt.Errorf("another run holds its lock: %w", jobs.ErrEntityLocked)}
+	})
+	w, _ := newWorker(t, rec, func(c *worker.Config) { c.Locker = locker })
+	d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	src := workertest.NewSource(1)
+	src.Send(d)
+	stop := started(t, w, src)
+	waitSettled(t, s)
+	require.NoError(t, stop())
+	reads, _ := rec.counts()
+	require.Zero(t, reads, "the job must not run without its lock")
+	retries := s.Calls().Retries
+	require.Len(t, retries, 1)
+	require.Equal(t, jobs.ClassTransient, retries[0].Class)
 }

@@ -8,6 +8,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
+
+	"github.com/revsync/revsync/worker"
 )
 
 // Defaults of Config.
@@ -23,6 +25,10 @@ const (
 	DefaultHeartbeat          = 10 * time.Second
 	DefaultConnectionName     = "revsync"
 )
+
+// DefaultReconnectBackoff spaces connection attempts: 500ms doubling up to
+// 30s, each delay jittered.
+var DefaultReconnectBackoff = worker.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second}
 
 // Config configures a Client. The zero value of every field but URL means
 // its default.
@@ -59,6 +65,11 @@ type Config struct {
 	// on shutdown as a delivery too, so a tight limit would dead-letter
 	// messages that merely sat in a prefetch window through a few restarts.
 	DeliveryLimit int
+	// RetryDelays are the delay tiers of delayed retries: one delay queue
+	// "<Queue>.retry.<delay>" each (see retry.go). Give it every delay the
+	// worker may ask for: worker.Worker.RetryDelays. Each is rounded up to
+	// a whole millisecond. Default worker.DefaultRetrySchedule.
+	RetryDelays []time.Duration
 	// PublishTimeout bounds one publish, waiting for its confirm included.
 	// Default 10s.
 	PublishTimeout time.Duration
@@ -73,6 +84,30 @@ type Config struct {
 	ConnectionName string
 	// Logger logs connection events. Default zap.NewNop().
 	Logger *zap.Logger
+
+	// ReconnectBackoff spaces the connection attempts after the connection
+	// is lost, and while Dial cannot connect: the first attempt after a
+	// loss is immediate, then Initial, doubled on every further attempt up
+	// to Max, each delay jittered (a random value between half of it and
+	// all of it) so that workers restarted together do not reconnect in
+	// lockstep. Zero fields take DefaultReconnectBackoff's (500ms, 30s).
+	ReconnectBackoff worker.Backoff
+	// ReconnectTimeout is the reconnect budget: how long the client keeps
+	// trying to connect before giving up, counted from the start of Dial or
+	// from the moment the connection was lost. When it runs out, Dial, Run
+	// and publishes return an error wrapping ErrUnreachable that names the
+	// broker (password redacted). Zero, the default, means forever: the
+	// client stays up, not ready, retrying with capped backoff.
+	ReconnectTimeout time.Duration
+	// OnState, when set, is called with the client's readiness (see
+	// Client.Ready) every time it changes, the first time when Dial
+	// connects. Calls are never concurrent and come in order. It must
+	// return quickly and may call Client.Ready, nothing else of the client.
+	OnState func(ready bool)
+	// Metrics, when set, records the broker connection state
+	// (worker.Metrics.Connected: connected and, while Run consumes,
+	// consuming) and counts reconnections (worker.Metrics.Reconnected).
+	Metrics *worker.Metrics
 }
 
 // withDefaults validates c and fills in its defaults. Errors name the field.
@@ -98,6 +133,9 @@ func (c Config) withDefaults() (Config, error) {
 		{"PublishTimeout", c.PublishTimeout < 0, c.PublishTimeout},
 		{"DialTimeout", c.DialTimeout < 0, c.DialTimeout},
 		{"Heartbeat", c.Heartbeat < 0, c.Heartbeat},
+		{"ReconnectBackoff.Initial", c.ReconnectBackoff.Initial < 0, c.ReconnectBackoff.Initial},
+		{"ReconnectBackoff.Max", c.ReconnectBackoff.Max < 0, c.ReconnectBackoff.Max},
+		{"ReconnectTimeout", c.ReconnectTimeout < 0, c.ReconnectTimeout},
 	} {
 		if f.bad {
 			return c, fmt.Errorf("rabbitmq: Config.%s must be positive, got %v", f.name, f.val)
@@ -108,6 +146,12 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("rabbitmq: Config.BindingKeys[%d] is empty", i)
 		}
 	}
+	for i, d := range c.RetryDelays {
+		if d <= 0 {
+			return c, fmt.Errorf("rabbitmq: Config.RetryDelays[%d] must be positive, got %v", i, d)
+		}
+	}
+	c.RetryDelays = retryDelays(c.RetryDelays)
 	def := func(s *string, d string) {
 		if *s == "" {
 			*s = d
@@ -144,6 +188,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = zap.NewNop()
+	}
+	if c.ReconnectBackoff.Initial == 0 {
+		c.ReconnectBackoff.Initial = DefaultReconnectBackoff.Initial
+	}
+	if c.ReconnectBackoff.Max == 0 {
+		c.ReconnectBackoff.Max = max(DefaultReconnectBackoff.Max, c.ReconnectBackoff.Initial)
 	}
 	return c, nil
 }

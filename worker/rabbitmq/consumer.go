@@ -14,58 +14,92 @@ import (
 	"github.com/revsync/revsync/worker"
 )
 
-// Consumer consumes the work queue on a channel of its own and hands the
-// deliveries over as worker.Delivery values. It implements worker.Source.
+// Consumer consumes the work queue and hands the deliveries over as
+// worker.Delivery values. It implements worker.Source, and outlives the
+// channels and connections it consumes on: when the consuming channel is
+// lost (the connection dropped, the broker closed the channel, say on a
+// consumer_timeout, or cancelled the consumer) it consumes again, on a new
+// channel of the client's current connection, with the prefetch restored.
+// Deliveries never carry over: each is settled on the channel it arrived on,
+// and one whose channel is gone settles with an error wrapping
+// worker.ErrDeliveryLost (the broker redelivers it). Deliveries received on a
+// channel that closed before the worker took them are dropped, for the same
+// reason.
+//
+// Deliveries is closed after Cancel, once the deliveries already received
+// are handed over, after Close, or when the client gives up (Err says why).
 type Consumer struct {
-	ch        *amqp.Channel
-	tag       string
-	pub       *Publisher
-	dlx       string
-	log       *zap.Logger
-	out       chan worker.Delivery
-	quit      chan struct{} // closed by Close: stop forwarding
-	done      chan struct{} // closed when forwarding has stopped
-	closes    chan *amqp.Error
-	cancels   chan string
+	c   *Client
+	tag string
+	log *zap.Logger
+	out chan worker.Delivery
+
+	stopCtx  context.Context // cancelled by Cancel and Close: stop consuming
+	stopping context.CancelFunc
+	quit     chan struct{} // closed by Close: stop forwarding at once
+	done     chan struct{} // closed when forwarding stopped
+
 	mu        sync.Mutex
-	cancelled bool  // Cancel was called
-	err       error // why forwarding stopped on its own
+	cur       *consumerChannel // the channel consuming now; nil between channels
+	cancelled bool             // Cancel was called
+	err       error            // why forwarding stopped on its own
 	closeOnce sync.Once
 }
 
 var _ worker.Source = (*Consumer)(nil)
 
-// consume opens a channel, sets its prefetch and starts consuming the work
-// queue with manual acknowledgements.
-func (c *Client) consume() (*Consumer, error) {
-	ch, err := c.conn.Channel()
+// consumerChannel is one channel consuming the work queue. The settlers of
+// its deliveries use it, and nothing else.
+type consumerChannel struct {
+	ch   *amqp.Channel
+	conn *amqp.Connection
+	pub  *Publisher
+	dlx  string
+	cfg  Config
+	log  *zap.Logger
+	// retry routes retry copies to the delay queues (retry.go).
+	retry retryRoutes
+	// lost is closed once the channel is closed, reason holding the
+	// broker's reason (nil for a close we asked for).
+	lost   chan struct{}
+	reason *amqp.Error
+}
+
+// Consume starts consuming the work queue, now or as soon as the client is
+// connected, and keeps consuming across reconnections until Cancel or Close.
+// Most callers want Run instead; the consumer must be closed. While it is
+// not consuming, the client is not ready.
+func (c *Client) Consume() (*Consumer, error) {
+	stopCtx, stopping := context.WithCancel(context.Background())
+	s := &Consumer{
+		c:        c,
+		tag:      consumerTag(),
+		log:      c.log,
+		out:      make(chan worker.Delivery),
+		stopCtx:  stopCtx,
+		stopping: stopping,
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	var err error
+	start := false
+	c.setState(func() {
+		if err = c.err; err == nil {
+			c.running++
+			start, c.consConn.started = !c.consConn.started, true
+		}
+	})
 	if err != nil {
-		return nil, fmt.Errorf("open consuming channel: %w", err)
+		stopping()
+		return nil, err
 	}
-	if err := ch.Qos(c.cfg.Prefetch, 0, false); err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("set prefetch %d: %w", c.cfg.Prefetch, err)
+	if start {
+		// The consuming connection: opened now, in the background, and
+		// kept until Close.
+		c.supervisors.Go(func() { c.supervise(&c.consConn, nil) })
 	}
-	cons := &Consumer{
-		ch:   ch,
-		tag:  consumerTag(),
-		pub:  c.pub,
-		dlx:  c.cfg.DeadLetterExchange,
-		log:  c.log,
-		out:  make(chan worker.Delivery),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
-		// Buffered: the client sends to them synchronously.
-		closes:  ch.NotifyClose(make(chan *amqp.Error, 1)),
-		cancels: ch.NotifyCancel(make(chan string, 1)),
-	}
-	msgs, err := ch.Consume(c.cfg.Queue, cons.tag, false, false, false, false, nil)
-	if err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("consume queue %q: %w", c.cfg.Queue, err)
-	}
-	go cons.forward(msgs)
-	return cons, nil
+	go s.run()
+	return s, nil
 }
 
 func consumerTag() string {
@@ -73,88 +107,328 @@ func consumerTag() string {
 	return fmt.Sprintf("revsync-%s-%d-%s", host, os.Getpid(), NewMessageID()[:8])
 }
 
-// forward hands deliveries over until the client closes msgs (after a
-// cancel, or because the channel closed) or Close is called.
-func (c *Consumer) forward(msgs <-chan amqp.Delivery) {
-	defer close(c.done)
-	defer close(c.out)
-	for m := range msgs {
+// run consumes, channel after channel, until stopped or the client ends.
+func (s *Consumer) run() {
+	defer close(s.done)
+	defer close(s.out)
+	defer s.c.setState(func() { s.c.running-- })
+
+	failures := 0 // consecutive failures to consume on a live connection
+	redeclare := false
+	// pause waits before consuming again after a failure.
+	pause := func(err error) bool {
+		failures++
+		delay := jitter(s.c.cfg.ReconnectBackoff.Delay(failures))
+		s.log.Warn("cannot consume the work queue; retrying",
+			zap.String("queue", s.c.cfg.Queue), zap.Int("attempt", failures),
+			zap.Duration("retry_in", delay.Round(time.Millisecond)), zap.Error(err))
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-s.stopCtx.Done():
+			return false
+		}
+	}
+	for {
+		conn, err := s.c.consumeConnection(s.stopCtx)
+		if err != nil {
+			if s.stopCtx.Err() == nil {
+				s.setErr(err)
+			}
+			return
+		}
+		cc, msgs, err := s.open(conn, redeclare)
+		if err != nil {
+			var te *TopologyError
+			switch {
+			case s.stopCtx.Err() != nil:
+				return
+			case errors.As(err, &te):
+				// Declared again after the consumer was cancelled: fatal,
+				// for the whole client.
+				if s.c.end(err) {
+					s.log.Error("giving up on RabbitMQ: the topology conflicts with the broker's", zap.Error(err))
+				}
+				s.setErr(s.c.Err())
+				return
+			case conn.IsClosed():
+				// Lost meanwhile: the client reconnects.
+				continue
+			}
+			if !pause(err) {
+				return
+			}
+			continue
+		}
+		redeclare = false
+
+		s.mu.Lock()
+		stop := s.cancelled || s.stopCtx.Err() != nil
+		if !stop {
+			s.cur = cc
+		}
+		s.mu.Unlock()
+		if stop {
+			// Cancel or Close came while the channel opened: nothing was
+			// handed over; closing it returns what arrived.
+			closeChannel(cc.ch)
+			return
+		}
+		s.c.setState(func() { s.c.active++ })
+		s.log.Info("consuming", zap.String("queue", s.c.cfg.Queue), zap.String("consumer_tag", s.tag),
+			zap.Int("prefetch", s.c.cfg.Prefetch))
+		since := time.Now()
+		s.forward(cc, msgs)
+		s.c.setState(func() { s.c.active-- })
+		s.mu.Lock()
+		cancelled := s.cancelled
+		s.mu.Unlock()
+
+		// Returning, run leaves cur for Close to close: deliveries in
+		// flight may still be settled on it.
+		select {
+		case <-s.quit:
+			return
+		case <-s.c.life.Done():
+			s.setErr(s.c.Err())
+			return
+		default:
+		}
+		if cancelled {
+			// Our basic.cancel: every delivery received is handed over.
+			return
+		}
+		s.mu.Lock()
+		s.cur = nil
+		s.mu.Unlock()
+		var lost error
+		switch {
+		case cc.ch.IsClosed():
+			<-cc.lost // closed right after the deliveries
+			if conn.IsClosed() {
+				// The connection was lost; the client logs it once and
+				// reconnects.
+				failures = 0
+				continue
+			}
+			fields := []zap.Field{zap.String("queue", s.c.cfg.Queue)}
+			lost = errors.New("channel closed")
+			if cc.reason != nil {
+				fields = append(fields, zap.String("reason", cc.reason.Reason), zap.Int("code", cc.reason.Code))
+				lost = cc.reason
+			}
+			s.log.Warn("consuming channel closed by the broker; its unacknowledged deliveries will be redelivered; consuming again", fields...)
+		default:
+			// The broker cancelled the consumer: the queue was deleted,
+			// or its leader moved. Declare the topology again and
+			// consume anew.
+			s.log.Warn("consumer cancelled by the broker; declaring the topology again and consuming again",
+				zap.String("queue", s.c.cfg.Queue), zap.String("consumer_tag", s.tag))
+			closeChannel(cc.ch)
+			redeclare = true
+			lost = errors.New("consumer cancelled by the broker")
+		}
+		// A channel the broker closes again and again right after it
+		// opened must not make a busy loop.
+		if time.Since(since) > s.c.cfg.ReconnectBackoff.Max {
+			failures = 0
+		} else if !pause(lost) {
+			return
+		}
+	}
+}
+
+// open opens a channel on conn, sets its prefetch and starts consuming the
+// work queue with manual acknowledgements, within Config.DialTimeout. With
+// redeclare it declares the topology first.
+func (s *Consumer) open(conn *amqp.Connection, redeclare bool) (*consumerChannel, <-chan amqp.Delivery, error) {
+	ctx, cancel := context.WithTimeout(s.stopCtx, s.c.cfg.DialTimeout)
+	defer cancel()
+	cfg := s.c.cfg
+	if redeclare {
+		if err := declare(ctx, conn, cfg); err != nil {
+			return nil, nil, err
+		}
+	}
+	var (
+		cc   *consumerChannel
+		msgs <-chan amqp.Delivery
+	)
+	err := within(ctx, func() error {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open consuming channel: %w", err)
+		}
+		if err := ch.Qos(cfg.Prefetch, 0, false); err != nil {
+			closeChannel(ch)
+			return fmt.Errorf("set prefetch %d: %w", cfg.Prefetch, err)
+		}
+		cc = &consumerChannel{
+			ch: ch, conn: conn, pub: s.c.pub, dlx: cfg.DeadLetterExchange, cfg: cfg, log: s.log,
+			retry: newRetryRoutes(cfg),
+			lost:  make(chan struct{}),
+		}
+		// Buffered: the library sends to it synchronously.
+		closes := ch.NotifyClose(make(chan *amqp.Error, 1))
+		go func() {
+			for e := range closes {
+				if e != nil {
+					cc.reason = e
+				}
+			}
+			close(cc.lost)
+		}()
+		msgs, err = ch.Consume(cfg.Queue, s.tag, false, false, false, false, nil)
+		if err != nil {
+			closeChannel(ch)
+			return fmt.Errorf("consume queue %q: %w", cfg.Queue, err)
+		}
+		return nil
+	}, func() { closeChannel(cc.ch) })
+	if err != nil {
+		return nil, nil, err
+	}
+	return cc, msgs, nil
+}
+
+// closeChannel closes ch without waiting for the broker's answer.
+func closeChannel(ch *amqp.Channel) {
+	if !ch.IsClosed() {
+		go func() { _ = ch.Close() }()
+	}
+}
+
+// forward hands the deliveries of cc over until the library closes msgs
+// (after a cancel, or because the channel closed) or Close is called. A
+// delivery whose channel closed before the worker took it is dropped: the
+// broker redelivers it.
+func (s *Consumer) forward(cc *consumerChannel, msgs <-chan amqp.Delivery) {
+	dropped := 0
+	defer func() {
+		if dropped > 0 {
+			s.log.Debug("deliveries of a closed channel dropped before handling; the broker redelivers them",
+				zap.Int("dropped", dropped))
+		}
+	}()
+	for {
+		var m amqp.Delivery
+		var ok bool
+		select {
+		case m, ok = <-msgs:
+			if !ok {
+				return
+			}
+		case <-s.quit:
+			return
+		case <-s.c.life.Done():
+			// The client gave up: Run returns its error.
+			return
+		}
+		select {
+		case <-cc.lost:
+			dropped++
+			continue
+		default:
+		}
 		d := worker.Delivery{
 			Body:       m.Body,
 			MessageID:  m.MessageId,
 			RoutingKey: m.RoutingKey,
 			Headers:    map[string]any(m.Headers),
-			Settler:    &settler{c: c, m: m},
+			Settler:    &settler{c: cc, m: m},
 		}
 		select {
-		case c.out <- d:
-		case <-c.quit:
+		case s.out <- d:
+		case <-cc.lost:
+			dropped++
+		case <-s.quit:
 			// Unsettled: the broker requeues it when the channel closes.
 			return
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cancelled {
-		return
+}
+
+func (s *Consumer) setErr(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
 	}
-	select {
-	case ae, ok := <-c.closes:
-		if ok && ae != nil {
-			c.err = fmt.Errorf("consuming channel closed: %w", ae)
-			return
-		}
-	default:
-	}
-	select {
-	case tag := <-c.cancels:
-		c.err = fmt.Errorf("consumer %q cancelled by the broker (queue deleted?)", tag)
-		return
-	default:
-	}
-	c.err = errors.New("consuming channel closed")
 }
 
 // Deliveries returns the deliveries. It is closed after Cancel once every
-// delivery already received is handed over, or when the channel closes.
-func (c *Consumer) Deliveries() <-chan worker.Delivery { return c.out }
+// delivery already received is handed over, after Close, or when the client
+// gives up.
+func (s *Consumer) Deliveries() <-chan worker.Delivery { return s.out }
 
 // Cancel tells the broker to stop delivering to this consumer (basic.cancel)
-// and waits for its answer, at most until ctx is done.
-func (c *Consumer) Cancel(ctx context.Context) error {
+// and waits for its answer, at most until ctx is done. The consumer does not
+// consume again, on this channel or another.
+func (s *Consumer) Cancel(ctx context.Context) error {
 	// Set first: the deliveries channel may close before Cancel returns.
-	c.mu.Lock()
-	c.cancelled = true
-	c.mu.Unlock()
+	s.mu.Lock()
+	s.cancelled = true
+	cur := s.cur
+	s.mu.Unlock()
+	s.stopping()
+	if cur == nil {
+		// Not consuming (reconnecting): there is nothing to cancel, and
+		// run returns without consuming again.
+		return nil
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- c.ch.Cancel(c.tag, false) }()
+	go func() { errc <- cur.ch.Cancel(s.tag, false) }()
 	select {
 	case err := <-errc:
 		if err != nil {
-			return fmt.Errorf("cancel consumer %q: %w", c.tag, err)
+			if cur.ch.IsClosed() {
+				// Lost meanwhile: nothing is delivered any more, and the
+				// broker requeues what was.
+				return nil
+			}
+			return fmt.Errorf("cancel consumer %q: %w", s.tag, err)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("cancel consumer %q: %w", c.tag, ctx.Err())
+		return fmt.Errorf("cancel consumer %q: %w", s.tag, ctx.Err())
 	}
 }
 
-// Err returns why Deliveries closed when the consumer ended on its own.
-func (c *Consumer) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err
+// Err returns why Deliveries closed when the consumer ended on its own: the
+// client gave up (an error wrapping ErrUnreachable) or the topology declared
+// again conflicts (a *TopologyError).
+func (s *Consumer) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
 }
 
-// Close stops forwarding and closes the consuming channel; the broker
-// requeues every delivery not yet settled. It waits at most until ctx is
-// done for the broker's answer.
-func (c *Consumer) Close(ctx context.Context) error {
+// Close stops forwarding and consuming and closes the consuming channel;
+// the broker requeues every delivery not yet settled. It waits at most until
+// ctx is done for the broker's answer.
+func (s *Consumer) Close(ctx context.Context) error {
 	var err error
-	c.closeOnce.Do(func() {
-		close(c.quit)
+	s.closeOnce.Do(func() {
+		s.stopping()
+		close(s.quit)
+		select {
+		case <-s.done:
+		case <-ctx.Done():
+			err = ctx.Err()
+			return
+		}
+		// run has returned: the channel, if any, is no longer used.
+		s.mu.Lock()
+		cur := s.cur
+		s.cur = nil
+		s.mu.Unlock()
+		if cur == nil {
+			return
+		}
 		errc := make(chan error, 1)
-		go func() { errc <- c.ch.Close() }()
+		go func() { errc <- cur.ch.Close() }()
 		select {
 		case err = <-errc:
 			if errors.Is(err, amqp.ErrClosed) {
@@ -163,11 +437,6 @@ func (c *Consumer) Close(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
-		select {
-		case <-c.done:
-		case <-ctx.Done():
-			err = errors.Join(err, ctx.Err())
-		}
 	})
 	if err != nil {
 		return fmt.Errorf("close consuming channel: %w", err)
@@ -175,9 +444,10 @@ func (c *Consumer) Close(ctx context.Context) error {
 	return nil
 }
 
-// settler settles one delivery on the channel it arrived on.
+// settler settles one delivery on the channel it arrived on, and nowhere
+// else: c is that channel, never replaced.
 type settler struct {
-	c *Consumer
+	c *consumerChannel
 	m amqp.Delivery
 }
 
@@ -222,7 +492,8 @@ func (s *settler) DeadLetter(ctx context.Context, dl worker.DeadLetter) error {
 	if s.c.ch.IsClosed() {
 		return s.lost("dead-letter", nil)
 	}
-	if err := s.c.pub.PublishTo(ctx, s.c.dlx, s.m.RoutingKey, deadLetterCopy(s.m, dl)); err != nil {
+	_, routingKey := originalRoute(s.m) // retry.go: a retried message's own routing key is the work queue's
+	if err := s.c.pub.PublishTo(ctx, s.c.dlx, routingKey, deadLetterCopy(s.m, dl)); err != nil {
 		return fmt.Errorf("dead-letter message %q: %w", s.m.MessageId, err)
 	}
 	if err := s.m.Ack(false); err != nil || s.c.ch.IsClosed() {
@@ -252,8 +523,7 @@ func deadLetterCopy(m amqp.Delivery, dl worker.DeadLetter) amqp.Publishing {
 	h[worker.HeaderAttempt] = int32(max(dl.Attempt, 1))
 	h[worker.HeaderFailedAt] = failedAt.UTC().Format(time.RFC3339)
 	h[worker.HeaderWorkerHost] = dl.Host
-	h[worker.HeaderOriginalExchange] = m.Exchange
-	h[worker.HeaderOriginalRoutingKey] = m.RoutingKey
+	h[worker.HeaderOriginalExchange], h[worker.HeaderOriginalRoutingKey] = originalRoute(m)
 	return amqp.Publishing{
 		Headers:         h,
 		ContentType:     m.ContentType,

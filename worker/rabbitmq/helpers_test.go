@@ -24,6 +24,7 @@ import (
 
 	"github.com/revsync/revsync/worker"
 	"github.com/revsync/revsync/worker/rabbitmq"
+	"github.com/revsync/revsync/worker/rabbitmq/rabbittest"
 )
 
 var (
@@ -77,17 +78,23 @@ func brokerURL(t *testing.T) string {
 // env is one test's broker set-up: uniquely named topology, an admin
 // connection for inspecting it, logs.
 type env struct {
-	t     *testing.T
-	cfg   rabbitmq.Config
-	admin *amqp.Connection
-	logs  *observer.ObservedLogs
+	t       *testing.T
+	cfg     rabbitmq.Config
+	url     string
+	adminMu sync.Mutex
+	admin   *amqp.Connection // redialled when closed (fault tests)
+	logs    *observer.ObservedLogs
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
+// newEnv sets up a test's topology names and admin connection. It takes
+// the shared broker lock (a no-op in a fault test holding the exclusive
+// one).
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	url := brokerURL(t)
+	rabbittest.Shared(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	prefix := "test." + unsafeName.ReplaceAllString(t.Name(), "_") + "." + hex.EncodeToString(b[:])
@@ -105,30 +112,73 @@ func newEnv(t *testing.T) *env {
 			ConnectionName:     prefix,
 			Logger:             zap.New(core),
 		},
+		url:  url,
 		logs: logs,
 	}
-	admin, err := amqp.Dial(url)
-	require.NoError(t, err)
-	e.admin = admin
+	e.conn()
 	t.Cleanup(func() {
+		if once, ok := restoreOnce.Load(t); ok {
+			// A fault test: the broker may be down.
+			once.(*sync.Once).Do(func() { restoreBroker(t) })
+		}
+		admin, err := e.dialAdmin()
+		if err != nil {
+			t.Logf("cleanup: cannot connect to delete the test's queues: %v", err)
+			return
+		}
+		defer admin.Close()
 		ch, err := admin.Channel()
 		if err == nil {
-			for _, q := range []string{e.cfg.Queue, e.cfg.DeadLetterQueue} {
+			queues := append([]string{e.cfg.Queue, e.cfg.DeadLetterQueue}, rabbitmq.RetryQueues(e.cfg)...)
+			for _, q := range queues {
 				_, _ = ch.QueueDelete(q, false, false, false)
 			}
 			for _, x := range []string{e.cfg.Exchange, e.cfg.DeadLetterExchange} {
 				_ = ch.ExchangeDelete(x, false, false)
 			}
 		}
-		_ = admin.Close()
 	})
 	return e
+}
+
+// dialAdmin returns the admin connection, dialling it again when closed
+// (the broker was restarted or closed it).
+func (e *env) dialAdmin() (*amqp.Connection, error) {
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+	if e.admin != nil && !e.admin.IsClosed() {
+		return e.admin, nil
+	}
+	admin, err := amqp.DialConfig(e.url, amqp.Config{
+		Dial:       amqp.DefaultDial(5 * time.Second),
+		Properties: amqp.Table{"connection_name": e.cfg.ConnectionName + ".admin"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if e.admin == nil {
+		e.t.Cleanup(func() {
+			e.adminMu.Lock()
+			defer e.adminMu.Unlock()
+			_ = e.admin.Close()
+		})
+	}
+	e.admin = admin
+	return admin, nil
+}
+
+// conn returns the admin connection.
+func (e *env) conn() *amqp.Connection {
+	e.t.Helper()
+	admin, err := e.dialAdmin()
+	require.NoError(e.t, err)
+	return admin
 }
 
 // channel opens an admin channel closed with the test.
 func (e *env) channel() *amqp.Channel {
 	e.t.Helper()
-	ch, err := e.admin.Channel()
+	ch, err := e.conn().Channel()
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { _ = ch.Close() })
 	return ch
@@ -149,7 +199,7 @@ func (e *env) dial() *rabbitmq.Client {
 // declare: unacknowledged messages are not counted).
 func (e *env) depth(queue string) (messages, consumers int) {
 	e.t.Helper()
-	ch, err := e.admin.Channel()
+	ch, err := e.conn().Channel()
 	require.NoError(e.t, err)
 	defer ch.Close()
 	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)

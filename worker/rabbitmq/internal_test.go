@@ -1,6 +1,8 @@
 package rabbitmq
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -101,5 +103,68 @@ func TestConfigDefaults(t *testing.T) {
 		_, err := cfg.withDefaults()
 		require.ErrorContains(t, err, want)
 		require.NotContains(t, err.Error(), "s3cret")
+	}
+}
+
+func TestReconnectConfig(t *testing.T) {
+	t.Parallel()
+	c, err := Config{URL: "amqp://h/"}.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, worker.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second}, c.ReconnectBackoff)
+	require.Zero(t, c.ReconnectTimeout, "forever by default")
+
+	c, err = Config{URL: "amqp://h/", ReconnectBackoff: worker.Backoff{Initial: time.Minute}}.withDefaults()
+	require.NoError(t, err)
+	require.Equal(t, time.Minute, c.ReconnectBackoff.Max, "the cap is at least the first delay")
+
+	for cfg, want := range map[*Config]string{
+		{URL: "amqp://h/", ReconnectTimeout: -time.Second}:                          "Config.ReconnectTimeout",
+		{URL: "amqp://h/", ReconnectBackoff: worker.Backoff{Initial: -time.Second}}: "Config.ReconnectBackoff.Initial",
+		{URL: "amqp://h/", ReconnectBackoff: worker.Backoff{Max: -time.Second}}:     "Config.ReconnectBackoff.Max",
+	} {
+		_, err := cfg.withDefaults()
+		require.ErrorContains(t, err, want)
+	}
+}
+
+func TestJitter(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{0, 1, 2, time.Millisecond, 500 * time.Millisecond, 30 * time.Second} {
+		for range 200 {
+			j := jitter(d)
+			require.LessOrEqual(t, j, d)
+			require.GreaterOrEqual(t, j, d/2)
+		}
+	}
+	// The delays of a reconnection: capped, and growing until the cap.
+	b := worker.Backoff{Initial: 500 * time.Millisecond, Max: 30 * time.Second}
+	var want []time.Duration
+	for n := 1; n <= 8; n++ {
+		want = append(want, b.Delay(n))
+	}
+	require.Equal(t, []time.Duration{
+		500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
+		16 * time.Second, 30 * time.Second, 30 * time.Second,
+	}, want)
+}
+
+func TestWithin(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, within(context.Background(), func() error { return nil }, nil))
+	boom := errors.New("boom")
+	require.ErrorIs(t, within(context.Background(), func() error { return boom }, nil), boom)
+
+	// Too late: within returns ctx's error at once, and undo releases
+	// what f opened when it finally succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	release, undone := make(chan struct{}), make(chan struct{})
+	err := within(ctx, func() error { <-release; return nil }, func() { close(undone) })
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	close(release)
+	select {
+	case <-undone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("undo not called")
 	}
 }

@@ -17,9 +17,11 @@ import (
 var ErrUnroutable = errors.New("message returned as unroutable")
 
 // ErrNotConfirmed is wrapped by a publish error when the broker did not
-// confirm the message: it nacked it, the channel closed before the confirm,
-// or the confirm did not arrive within the publish timeout. The message may
-// or may not have been enqueued.
+// confirm the message: it nacked it; the channel or the connection closed
+// before the confirm; the confirm did not arrive within the publish timeout;
+// or the message could not be sent at all within that timeout because the
+// client was not connected, or the broker was blocking the connection (a
+// resource alarm). The message may or may not have been enqueued.
 var ErrNotConfirmed = errors.New("message not confirmed by the broker")
 
 // Publisher publishes messages with publisher confirms on a channel of its
@@ -27,21 +29,30 @@ var ErrNotConfirmed = errors.New("message not confirmed by the broker")
 // Config.PublishTimeout; a returned message is a failure. Publishes are
 // serialised (one in flight at a time) so that a return is always
 // attributed to the message it belongs to. It is safe for concurrent use.
+//
+// It publishes on the client's current connection: after a reconnection it
+// opens a new channel there. A publish in flight when the connection is lost
+// fails with ErrNotConfirmed; one made while the client is reconnecting, or
+// while the broker blocks the connection, waits for the connection within
+// its deadline and fails with ErrNotConfirmed past it. Nothing is sent on a
+// connection the broker blocks, so that the consumer's acknowledgements on
+// the same connection keep flowing.
 type Publisher struct {
-	conn     *amqp.Connection
+	c        *Client
 	exchange string
 	timeout  time.Duration
 	log      *zap.Logger
 
-	sem     chan struct{} // held while publishing
-	ch      *amqp.Channel // nil until opened; reopened once closed
+	sem     chan struct{}    // held while publishing
+	conn    *amqp.Connection // the connection ch is a channel of
+	ch      *amqp.Channel    // nil until opened; reopened once closed
 	returns chan amqp.Return
 	closes  chan *amqp.Error
 }
 
-func newPublisher(conn *amqp.Connection, cfg Config) *Publisher {
+func newPublisher(c *Client, cfg Config) *Publisher {
 	return &Publisher{
-		conn:     conn,
+		c:        c,
 		exchange: cfg.Exchange,
 		timeout:  cfg.PublishTimeout,
 		log:      cfg.Logger,
@@ -52,7 +63,8 @@ func newPublisher(conn *amqp.Connection, cfg Config) *Publisher {
 // Publish publishes msg to the events exchange with routingKey and waits
 // for the broker to confirm it. An error wraps ErrUnroutable when no queue
 // takes the message, ErrNotConfirmed when the broker did not confirm it;
-// ctx and Config.PublishTimeout bound the whole call.
+// ctx and Config.PublishTimeout bound the whole call. Once the client gave
+// up reconnecting the error also wraps the client's (ErrUnreachable).
 func (p *Publisher) Publish(ctx context.Context, routingKey string, msg amqp.Publishing) error {
 	return p.PublishTo(ctx, p.exchange, routingKey, msg)
 }
@@ -65,19 +77,30 @@ func (p *Publisher) PublishTo(ctx context.Context, exchange, routingKey string, 
 	select {
 	case p.sem <- struct{}{}:
 	case <-ctx.Done():
-		return fmt.Errorf("%s: waiting for the publisher: %w", where, ctx.Err())
+		return fmt.Errorf("%s: %w: waiting for the publisher: %w", where, ErrNotConfirmed, ctx.Err())
 	}
 	defer func() { <-p.sem }()
 
-	ch, err := p.channel()
+	conn, err := p.connection(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", where, err)
 	}
+	ch, err := p.channel(ctx, conn)
+	if err != nil {
+		return fmt.Errorf("%s: %w: %w", where, ErrNotConfirmed, err)
+	}
 	p.drainReturns()
-	dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, routingKey, true, false, msg)
+	var dc *amqp.DeferredConfirmation
+	err = within(ctx, func() error {
+		// The write may block if the broker stopped reading the socket
+		// (blocked connection): do not wait for it past the deadline.
+		var err error
+		dc, err = ch.PublishWithDeferredConfirmWithContext(ctx, exchange, routingKey, true, false, msg)
+		return err
+	}, nil)
 	if err != nil {
 		p.reset()
-		return fmt.Errorf("%s: %w", where, err)
+		return fmt.Errorf("%s: %w: %w", where, ErrNotConfirmed, err)
 	}
 	acked, err := dc.WaitContext(ctx)
 	if err != nil {
@@ -87,11 +110,14 @@ func (p *Publisher) PublishTo(ctx context.Context, exchange, routingKey string, 
 		return fmt.Errorf("%s: %w: no confirm within the publish timeout (%s): %w", where, ErrNotConfirmed, p.timeout, err)
 	}
 	if !acked {
+		// The library nacks the pending confirms of a channel that
+		// closes, with the broker's reason (or the connection's) on
+		// closes.
 		select {
 		case ae, ok := <-p.closes:
 			if ok && ae != nil {
 				p.reset()
-				return fmt.Errorf("%s: %w: channel closed by the broker: %w", where, ErrNotConfirmed, ae)
+				return fmt.Errorf("%s: %w: channel closed: %w", where, ErrNotConfirmed, ae)
 			}
 		default:
 		}
@@ -114,35 +140,74 @@ func (p *Publisher) PublishTo(ctx context.Context, exchange, routingKey string, 
 	return nil
 }
 
-// open opens the publishing channel now rather than on the first publish,
-// so that Dial fails if it cannot be opened.
-func (p *Publisher) open() error {
-	p.sem <- struct{}{}
+// connection waits, within ctx, for a connection the broker does not block.
+func (p *Publisher) connection(ctx context.Context) (*amqp.Connection, error) {
+	var conn *amqp.Connection
+	var blocked string
+	err := p.c.await(ctx, func() bool {
+		conn, blocked = p.c.pubConn.conn, p.c.pubConn.blocked
+		return conn != nil && !conn.IsClosed() && blocked == ""
+	})
+	switch {
+	case err == nil:
+		return conn, nil
+	case ctx.Err() == nil:
+		// The client ended: it gave up reconnecting, or was closed.
+		return nil, fmt.Errorf("%w: %w", ErrNotConfirmed, err)
+	case blocked != "":
+		return nil, fmt.Errorf("%w: connection blocked by the broker (%s), not unblocked in time: %w", ErrNotConfirmed, blocked, err)
+	default:
+		return nil, fmt.Errorf("%w: not connected to the broker (reconnecting): %w", ErrNotConfirmed, err)
+	}
+}
+
+// open opens the publishing channel on conn now rather than on the first
+// publish, so that Dial fails if it cannot be opened.
+func (p *Publisher) open(ctx context.Context, conn *amqp.Connection) error {
+	select {
+	case p.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 	defer func() { <-p.sem }()
-	_, err := p.channel()
+	_, err := p.channel(ctx, conn)
 	return err
 }
 
-// channel returns the publishing channel, opening it in confirm mode when
-// there is none or it was closed. Called with sem held.
-func (p *Publisher) channel() (*amqp.Channel, error) {
-	if p.ch != nil && !p.ch.IsClosed() {
+// channel returns the publishing channel on conn, opening it in confirm
+// mode when there is none, it was closed, or it belongs to an earlier
+// connection. Called with sem held.
+func (p *Publisher) channel(ctx context.Context, conn *amqp.Connection) (*amqp.Channel, error) {
+	if p.ch != nil && p.conn == conn && !p.ch.IsClosed() {
 		return p.ch, nil
 	}
-	ch, err := p.conn.Channel()
+	p.reset()
+	var (
+		ch      *amqp.Channel
+		returns chan amqp.Return
+		closes  chan *amqp.Error
+	)
+	err := within(ctx, func() error {
+		c, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("open publishing channel: %w", err)
+		}
+		if err := c.Confirm(false); err != nil {
+			_ = c.Close()
+			return fmt.Errorf("put publishing channel in confirm mode: %w", err)
+		}
+		// Both are buffered: the client sends to them synchronously from
+		// its reader goroutine. Publishes are serialised, so at most one
+		// return is pending per channel.
+		returns = c.NotifyReturn(make(chan amqp.Return, 4))
+		closes = c.NotifyClose(make(chan *amqp.Error, 1))
+		ch = c
+		return nil
+	}, func() { go func() { _ = ch.Close() }() })
 	if err != nil {
-		return nil, fmt.Errorf("open publishing channel: %w", err)
+		return nil, err
 	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
-		return nil, fmt.Errorf("put publishing channel in confirm mode: %w", err)
-	}
-	// Both are buffered: the client sends to them synchronously from its
-	// reader goroutine. Publishes are serialised, so at most one return
-	// is pending per channel.
-	p.returns = ch.NotifyReturn(make(chan amqp.Return, 4))
-	p.closes = ch.NotifyClose(make(chan *amqp.Error, 1))
-	p.ch = ch
+	p.conn, p.ch, p.returns, p.closes = conn, ch, returns, closes
 	return ch, nil
 }
 
@@ -167,7 +232,7 @@ func (p *Publisher) reset() {
 		return
 	}
 	ch := p.ch
-	p.ch, p.returns, p.closes = nil, nil, nil
+	p.conn, p.ch, p.returns, p.closes = nil, nil, nil, nil
 	// Closing waits for the broker's close-ok; do not make the publisher
 	// wait for it.
 	go func() { _ = ch.Close() }()

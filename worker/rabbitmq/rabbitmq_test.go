@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -384,6 +385,7 @@ func TestDeadLetterPublishFailure(t *testing.T) {
 				strings.Contains(le.ContextMap()["error"].(string), "unroutable")
 		}).Len()
 	}
+	t.Cleanup(func() { dumpLogs(t, e) })
 	require.Eventually(t, func() bool { return failed() >= 2 }, 10*time.Second, 5*time.Millisecond)
 	n, _ := e.depth(e.cfg.Queue)
 	require.Zero(t, n, "not ready: held unacknowledged by the worker")
@@ -504,11 +506,37 @@ func TestDialErrors(t *testing.T) {
 	_, err = rabbitmq.Dial(ctx, rabbitmq.Config{URL: "amqp://guest:secret@127.0.0.1:5672/", Prefetch: -1})
 	require.ErrorContains(t, err, "Config.Prefetch must be positive")
 
-	// Nothing listens on port 1: the error names the broker without the
-	// password.
-	_, err = rabbitmq.Dial(ctx, rabbitmq.Config{URL: "amqp://guest:secret@127.0.0.1:1/", DialTimeout: 2 * time.Second})
-	require.Error(t, err)
+	// Nothing listens on port 1: Dial retries within the reconnect budget,
+	// then fails naming the broker without the password.
+	start := time.Now()
+	_, err = rabbitmq.Dial(ctx, rabbitmq.Config{
+		URL: "amqp://guest:secret@127.0.0.1:1/", DialTimeout: 2 * time.Second,
+		ReconnectTimeout: 300 * time.Millisecond, ReconnectBackoff: worker.Backoff{Initial: 50 * time.Millisecond},
+	})
+	require.ErrorIs(t, err, rabbitmq.ErrUnreachable)
+	require.Less(t, time.Since(start), 5*time.Second)
 	require.Contains(t, err.Error(), "127.0.0.1:1")
+	require.Contains(t, err.Error(), "connection refused")
 	require.NotContains(t, err.Error(), "secret")
 	require.False(t, errors.As(err, new(*rabbitmq.TopologyError)))
+
+	// Without a budget it waits for the broker as long as ctx allows.
+	cctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = rabbitmq.Dial(cctx, rabbitmq.Config{URL: "amqp://guest:secret@127.0.0.1:1/",
+		ReconnectBackoff: worker.Backoff{Initial: 50 * time.Millisecond}})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NotErrorIs(t, err, rabbitmq.ErrUnreachable)
+	require.Contains(t, err.Error(), "connection refused")
+	require.NotContains(t, err.Error(), "secret")
+
+	// A refused login is a configuration error: not retried.
+	u, err := url.Parse(brokerURL(t))
+	require.NoError(t, err)
+	u.User = url.UserPassword("guest", "wrong-secret")
+	start = time.Now()
+	_, err = rabbitmq.Dial(ctx, rabbitmq.Config{URL: u.String()})
+	require.ErrorIs(t, err, amqp.ErrCredentials)
+	require.Less(t, time.Since(start), 5*time.Second)
+	require.NotContains(t, err.Error(), "wrong-secret")
 }

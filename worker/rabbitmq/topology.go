@@ -98,7 +98,7 @@ func declareTopology(ch *amqp.Channel, cfg Config) error {
 			return fmt.Errorf("bind queue %q to exchange %q with key %q: %w", cfg.Queue, cfg.Exchange, key, err)
 		}
 	}
-	return nil
+	return declareRetryQueues(ch, cfg) // the delay queues of retries: retry.go
 }
 
 // topologyError classifies err from declaring queue or exchange: a 406

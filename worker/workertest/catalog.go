@@ -31,6 +31,40 @@ const (
 // disabled integration Dormant with connector Customer.
 func Catalog(t testing.TB, reader jobs.Reader, writer jobs.Writer) *jobs.Catalog {
 	t.Helper()
+	off := false
+	return CatalogOf(t, reader, writer,
+		jobs.Integration{Name: Integration, Connectors: []jobs.Connector{CustomerConnector(), OrderLineConnector()}},
+		jobs.Integration{Name: Dormant, Enabled: &off, Connectors: []jobs.Connector{CustomerConnector()}},
+	)
+}
+
+// CustomerConnector returns Catalog's Customer connector: table
+// public.customers keyed by customer_id (text), running Job.
+func CustomerConnector() jobs.Connector {
+	return jobs.Connector{
+		Name: Customer, ExportJob: Job,
+		Entity:     jobs.Entity{Table: "public.customers", Key: []jobs.KeyColumn{{Column: "customer_id", Type: jobs.KeyText}}},
+		Parameters: map[string]any{"source": "config", "dry_run": false},
+	}
+}
+
+// OrderLineConnector returns Catalog's OrderLine connector: table
+// public.order_lines keyed by order_id and product_id (integers), running
+// Job.
+func OrderLineConnector() jobs.Connector {
+	return jobs.Connector{
+		Name: OrderLine, ExportJob: Job,
+		Entity: jobs.Entity{Table: "public.order_lines", Key: []jobs.KeyColumn{
+			{Column: "order_id", Type: jobs.KeyInteger}, {Column: "product_id", Type: jobs.KeyInteger},
+		}},
+	}
+}
+
+// CatalogOf returns a jobs.Catalog of the integrations whose every
+// connector runs Job (their ExportJob must be Job), a single step reading
+// with reader and writing with writer.
+func CatalogOf(t testing.TB, reader jobs.Reader, writer jobs.Writer, integrations ...jobs.Integration) *jobs.Catalog {
+	t.Helper()
 	reg := &jobs.Registry{}
 	reg.RegisterReader("fake", func(*jobs.Binding) (jobs.Reader, error) { return reader, nil })
 	reg.RegisterWriter("fake", func(*jobs.Binding) (jobs.Writer, error) { return writer, nil })
@@ -44,22 +78,7 @@ jobs:
 	if err != nil {
 		t.Fatalf("workertest: parse jobs: %v", err)
 	}
-	customer := jobs.Connector{
-		Name: Customer, ExportJob: Job,
-		Entity:     jobs.Entity{Table: "public.customers", Key: []jobs.KeyColumn{{Column: "customer_id", Type: jobs.KeyText}}},
-		Parameters: map[string]any{"source": "config", "dry_run": false},
-	}
-	orderLine := jobs.Connector{
-		Name: OrderLine, ExportJob: Job,
-		Entity: jobs.Entity{Table: "public.order_lines", Key: []jobs.KeyColumn{
-			{Column: "order_id", Type: jobs.KeyInteger}, {Column: "product_id", Type: jobs.KeyInteger},
-		}},
-	}
-	off := false
-	cat, err := jobs.NewCatalog("revsync.yaml", reg, jobList, []jobs.Integration{
-		{Name: Integration, Connectors: []jobs.Connector{customer, orderLine}},
-		{Name: Dormant, Enabled: &off, Connectors: []jobs.Connector{customer}},
-	})
+	cat, err := jobs.NewCatalog("revsync.yaml", reg, jobList, integrations)
 	if err != nil {
 		t.Fatalf("workertest: catalog: %v", err)
 	}

@@ -12,6 +12,7 @@ import (
 type Settler struct {
 	AckFunc        func(ctx context.Context) error
 	DeadLetterFunc func(ctx context.Context, dl worker.DeadLetter) error
+	RetryFunc      func(ctx context.Context, r worker.Retry) error
 	RequeueFunc    func(ctx context.Context) error
 
 	mu      sync.Mutex
@@ -25,11 +26,13 @@ type Calls struct {
 	Requeues        int                 // Requeue calls that succeeded
 	DeadLetterTries int                 // DeadLetter calls, failed ones included
 	DeadLetters     []worker.DeadLetter // DeadLetter calls that succeeded
+	RetryTries      int                 // Retry calls, failed ones included
+	Retries         []worker.Retry      // Retry calls that succeeded
 	Failed          int                 // calls of any kind that returned an error
 }
 
 // Settled is how many calls succeeded: a delivery is settled once.
-func (c Calls) Settled() int { return c.Acks + c.Requeues + len(c.DeadLetters) }
+func (c Calls) Settled() int { return c.Acks + c.Requeues + len(c.DeadLetters) + len(c.Retries) }
 
 var _ worker.Settler = (*Settler)(nil)
 
@@ -53,6 +56,19 @@ func (s *Settler) DeadLetter(ctx context.Context, dl worker.DeadLetter) error {
 	s.calls.DeadLetterTries++
 	s.mu.Unlock()
 	s.record(err, func(c *Calls) { c.DeadLetters = append(c.DeadLetters, dl) })
+	return err
+}
+
+// Retry records a retry request.
+func (s *Settler) Retry(ctx context.Context, r worker.Retry) error {
+	var err error
+	if s.RetryFunc != nil {
+		err = s.RetryFunc(ctx, r)
+	}
+	s.mu.Lock()
+	s.calls.RetryTries++
+	s.mu.Unlock()
+	s.record(err, func(c *Calls) { c.Retries = append(c.Retries, r) })
 	return err
 }
 
@@ -94,6 +110,7 @@ func (s *Settler) Calls() Calls {
 	defer s.mu.Unlock()
 	c := s.calls
 	c.DeadLetters = append([]worker.DeadLetter(nil), c.DeadLetters...)
+	c.Retries = append([]worker.Retry(nil), c.Retries...)
 	return c
 }
 
