@@ -70,9 +70,10 @@ amqp:
   publish_timeout: 10s
 database:
   url: {{q .DatabaseURL}}
-  max_conns: 4
+  max_conns: 8
   acquire_timeout: 5s
   statement_timeout: 10s
+http: {listen: "127.0.0.1:0"}
 log: {level: info}
 jobs: [jobs.yaml]
 integrations:

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -23,6 +24,7 @@ type Config struct {
 	AMQP         AMQPConfig         `yaml:"amqp"`
 	Database     DatabaseConfig     `yaml:"database"`
 	Worker       WorkerConfig       `yaml:"worker"`
+	HTTP         HTTPConfig         `yaml:"http"`
 	Log          LogConfig          `yaml:"log"`
 	Jobs         []string           `yaml:"jobs"` // job definition files, relative to this file
 	Integrations []jobs.Integration `yaml:"integrations"`
@@ -54,13 +56,21 @@ type AMQPConfig struct {
 	MaxMessageBytes int `yaml:"max_message_bytes"`
 	// PublishTimeout bounds waiting for a publisher confirm. Default 10s.
 	PublishTimeout jobs.Duration `yaml:"publish_timeout"`
+	// ReconnectTimeout is how long the worker keeps trying to reach a
+	// lost (or, at start, unreachable) broker before it exits non-zero.
+	// Default 0: forever, not ready meanwhile. revsync publish always
+	// gives up after publish_timeout.
+	ReconnectTimeout jobs.Duration `yaml:"reconnect_timeout"`
+	// ConnectionName names this worker's connections on the broker
+	// (rabbitmqctl list_connections). Default "revsync".
+	ConnectionName string `yaml:"connection_name"`
 }
 
 // DatabaseConfig is the PostgreSQL section.
 type DatabaseConfig struct {
 	// URL of the database. Default postgres://postgres@127.0.0.1:5432/postgres.
 	URL string `yaml:"url"`
-	// MaxConns of the pool. Default 8.
+	// MaxConns of the pool: at least twice worker.concurrency. Default 8.
 	MaxConns int32 `yaml:"max_conns"`
 	// AcquireTimeout bounds waiting for a pooled connection. Default 5s.
 	AcquireTimeout jobs.Duration `yaml:"acquire_timeout"`
@@ -78,6 +88,48 @@ type WorkerConfig struct {
 	// ShutdownGrace is how long in-flight work may finish after SIGTERM.
 	// Default 30s.
 	ShutdownGrace jobs.Duration `yaml:"shutdown_grace"`
+	// Retry is how transient failures are retried; a connector's own
+	// retry section overrides max_attempts and schedule.
+	Retry RetryConfig `yaml:"retry"`
+	// Breaker is the per-integration circuit breaker.
+	Breaker BreakerConfig `yaml:"breaker"`
+}
+
+// RetryConfig is the delayed-retry policy.
+type RetryConfig struct {
+	// Schedule is the delay before each retry; the last entry repeats.
+	// Default [1s, 5s, 30s, 2m, 10m].
+	Schedule []jobs.Duration `yaml:"schedule"`
+	// Jitter is the largest fraction taken off a delay at random.
+	// Default 0.2; a negative value means none.
+	Jitter float64 `yaml:"jitter"`
+	// MaxAttempts counts the first delivery too. Default 5.
+	MaxAttempts int `yaml:"max_attempts"`
+}
+
+// BreakerConfig is the per-integration circuit breaker.
+type BreakerConfig struct {
+	// Enabled turns the breaker on. Default true.
+	Enabled *bool `yaml:"enabled"`
+	// Window is how far back outcomes count. Default 60s.
+	Window jobs.Duration `yaml:"window"`
+	// WindowCalls is how many of the latest outcomes count. Default 20.
+	WindowCalls int `yaml:"window_calls"`
+	// MinCalls is how many outcomes it takes before it may open. Default 10.
+	MinCalls int `yaml:"min_calls"`
+	// FailureRatio of transient failures opens it. Default 0.5.
+	FailureRatio float64 `yaml:"failure_ratio"`
+	// CoolDown is how long it stays open before a probe. Default 30s.
+	CoolDown jobs.Duration `yaml:"cool_down"`
+}
+
+// HTTPConfig is the listener for probes and metrics.
+type HTTPConfig struct {
+	// Listen is the address of /healthz, /readyz and /metrics. Default
+	// 127.0.0.1:9464; "off" disables the listener; port 0 picks a free
+	// port (logged). REVSYNC_HTTP_LISTEN overrides it, so replicas on one
+	// host can each have their own.
+	Listen string `yaml:"listen"`
 }
 
 // LogConfig is the logging section.
@@ -117,6 +169,9 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	if v := getenv("DATABASE_URL"); v != "" {
 		cfg.Database.URL = v
 	}
+	if v := getenv("REVSYNC_HTTP_LISTEN"); v != "" {
+		cfg.HTTP.Listen = v
+	}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, &ConfigError{Err: err}
@@ -152,6 +207,7 @@ func (c *Config) setDefaults() {
 	if c.Worker.Concurrency == 0 {
 		c.Worker.Concurrency = 4
 	}
+	c.HTTP.Listen = or(c.HTTP.Listen, "127.0.0.1:9464")
 	c.Log.Level = or(c.Log.Level, "info")
 	c.Log.Format = or(c.Log.Format, "json")
 }
@@ -164,6 +220,9 @@ func (c *Config) validate() error {
 	if *c.AMQP.Prefetch <= 0 {
 		bad("amqp.prefetch", "must be at least 1 (0 would let the broker push unlimited messages), got %d", *c.AMQP.Prefetch)
 	}
+	if c.AMQP.ReconnectTimeout < 0 {
+		bad("amqp.reconnect_timeout", "must not be negative, got %s", time.Duration(c.AMQP.ReconnectTimeout))
+	}
 	if c.AMQP.DeliveryLimit < 0 {
 		bad("amqp.delivery_limit", "must be positive, got %d", c.AMQP.DeliveryLimit)
 	}
@@ -175,6 +234,12 @@ func (c *Config) validate() error {
 	}
 	if c.Database.MaxConns < 0 {
 		bad("database.max_conns", "must be positive, got %d", c.Database.MaxConns)
+	}
+	if int(c.Database.MaxConns) < 2*c.Worker.Concurrency {
+		// Each message in flight holds a connection for its entity lock
+		// and needs another for its read.
+		bad("database.max_conns", "must be at least twice worker.concurrency (%d): each message in flight holds one connection for its entity lock and reads with another; got %d",
+			c.Worker.Concurrency, c.Database.MaxConns)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

@@ -71,7 +71,15 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		bodies = [][]byte{body}
 	}
 
-	client, err := rabbitmq.Dial(ctx, brokerConfig(cfg, zap.NewNop()))
+	// Dialling declares the topology, delay queues included: declare the
+	// workers' own set, so that publishing adds no stray delay queues.
+	bcfg := brokerConfig(cfg, zap.NewNop())
+	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
+		return &ConfigError{Err: err}
+	}
+	// A publisher does not wait for a broker that is down.
+	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
+	client, err := rabbitmq.Dial(ctx, bcfg)
 	if err != nil {
 		return err
 	}

@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/zap"
 
 	"github.com/revsync/revsync/connectors/postgres"
@@ -42,20 +46,56 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer catalog.Close()
 
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := worker.NewMetrics(registry)
 	w, err := worker.New(worker.Config{
 		Catalog:         catalog,
 		Logger:          logger,
+		Metrics:         metrics,
 		Concurrency:     cfg.Worker.Concurrency,
 		MaxMessageBytes: cfg.AMQP.MaxMessageBytes,
 		MessageTimeout:  time.Duration(cfg.Worker.MessageTimeout),
 		ShutdownGrace:   time.Duration(cfg.Worker.ShutdownGrace),
+		Retry:           retryPolicy(cfg),
+		Locker: postgres.NewAdvisoryLocker(pool, postgres.LockConfig{
+			AcquireTimeout: time.Duration(cfg.Database.AcquireTimeout),
+			Logger:         logger,
+		}),
+		Breaker: breakerConfig(cfg),
 	})
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
 
-	client, err := rabbitmq.Dial(ctx, brokerConfig(cfg, logger))
+	probe := &probes{pingDB: pool.Ping}
+	if cfg.HTTP.Listen != "off" {
+		obs, err := startObserver(cfg.HTTP.Listen, probe, registry, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = obs.stop(sctx)
+		}()
+	}
+	// Not ready from the moment a shutdown is asked for.
+	stopDraining := context.AfterFunc(ctx, func() { probe.draining.Store(true) })
+	defer stopDraining()
+
+	var brokerUp atomic.Bool
+	probe.brokerReady = brokerUp.Load
+	bcfg := brokerConfig(cfg, logger)
+	bcfg.RetryDelays = w.RetryDelays()
+	bcfg.OnState = brokerUp.Store
+	bcfg.Metrics = metrics
+	// Dial waits for an unreachable broker (within amqp.reconnect_timeout).
+	client, err := rabbitmq.Dial(ctx, bcfg)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			return nil // asked to stop while waiting for the broker
+		}
 		return err
 	}
 	defer client.Close()
@@ -93,12 +133,38 @@ func brokerConfig(cfg *Config, logger *zap.Logger) rabbitmq.Config {
 		Prefetch:           *cfg.AMQP.Prefetch,
 		DeliveryLimit:      cfg.AMQP.DeliveryLimit,
 		PublishTimeout:     time.Duration(cfg.AMQP.PublishTimeout),
+		ReconnectTimeout:   time.Duration(cfg.AMQP.ReconnectTimeout),
+		ConnectionName:     cfg.AMQP.ConnectionName,
 		Logger:             logger,
 	}
 }
 
-// isTopologyError reports whether err is a broker topology mismatch.
+// retryPolicy is the worker's retry policy from the configuration.
+func retryPolicy(cfg *Config) worker.RetryPolicy {
+	p := worker.RetryPolicy{Jitter: cfg.Worker.Retry.Jitter, MaxAttempts: cfg.Worker.Retry.MaxAttempts}
+	for _, d := range cfg.Worker.Retry.Schedule {
+		p.Schedule = append(p.Schedule, time.Duration(d))
+	}
+	return p
+}
+
+// breakerConfig is the worker's circuit breaker configuration.
+func breakerConfig(cfg *Config) worker.BreakerConfig {
+	b := cfg.Worker.Breaker
+	return worker.BreakerConfig{
+		Disabled:     b.Enabled != nil && !*b.Enabled,
+		Window:       time.Duration(b.Window),
+		WindowCalls:  b.WindowCalls,
+		MinCalls:     b.MinCalls,
+		FailureRatio: b.FailureRatio,
+		CoolDown:     time.Duration(b.CoolDown),
+	}
+}
+
+// isTopologyError reports whether err is a broker topology mismatch or
+// the broker refused our credentials or vhost: configuration, not outage.
 func isTopologyError(err error) bool {
 	var topoErr *rabbitmq.TopologyError
-	return errors.As(err, &topoErr)
+	return errors.As(err, &topoErr) ||
+		errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost) || errors.Is(err, amqp.ErrSASL)
 }
