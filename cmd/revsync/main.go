@@ -7,6 +7,7 @@
 //	revsync worker          [--config FILE]
 //	revsync publish         [--config FILE] --integration I --connector C --id col=value ... [--op upsert|delete] [--param k=v ...]
 //	revsync publish         [--config FILE] --file events.jsonl
+//	revsync dlq replay      [--config FILE] [--class C ...] [--limit N] [--dry-run]
 //	revsync config validate [--config FILE]
 //
 // Exit codes: 0 ok, 1 runtime failure, 2 usage, 78 configuration or topology.

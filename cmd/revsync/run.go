@@ -28,6 +28,7 @@ const usage = `usage: revsync <command> [flags]
 commands:
   worker            consume entity-changed events and run export jobs
   publish           publish entity-changed events (one from flags, or --file events.jsonl)
+  dlq replay        move dead-lettered events back to the events exchange
   config validate   check the configuration and job definitions
 
 Run "revsync <command> -h" for a command's flags.
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runWorker(ctx, rest, stdout, stderr)
 	case "publish":
 		return runPublish(ctx, rest, stdout, stderr)
+	case "dlq":
+		return runDLQ(ctx, rest, stdout, stderr)
 	case "config":
 		if len(rest) == 0 || rest[0] != "validate" {
 			return usageErrorf(`unknown config command; want "revsync config validate"`)

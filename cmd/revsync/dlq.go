@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/revsync/revsync/jobs"
+	"github.com/revsync/revsync/worker"
+	"github.com/revsync/revsync/worker/rabbitmq"
+)
+
+// classes is a repeatable --class flag.
+type classes []jobs.Class
+
+func (c *classes) String() string { return fmt.Sprint(*c) }
+
+func (c *classes) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		*c = append(*c, jobs.Class(strings.TrimSpace(s)))
+	}
+	return nil
+}
+
+func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "replay" {
+		return usageErrorf(`unknown dlq command; want "revsync dlq replay"`)
+	}
+	fs, path := newFlagSet("dlq replay", stderr)
+	limit := fs.Int("limit", 0, "move at most this many messages (default: all that are in the DLQ now)")
+	dryRun := fs.Bool("dry-run", false, "list the messages, move nothing")
+	var only classes
+	fs.Var(&only, "class", "move only messages of this error class (repeatable, or comma-separated)")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	if *limit < 0 {
+		return usageErrorf("--limit must not be negative")
+	}
+	cfg, err := loadConfig(*path, os.Getenv)
+	if err != nil {
+		return err
+	}
+	bcfg := brokerConfig(cfg, zap.NewNop())
+	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
+		return &ConfigError{Err: err}
+	}
+	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
+	client, err := rabbitmq.Dial(ctx, bcfg)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+
+	res, err := client.ReplayDeadLetters(ctx, rabbitmq.ReplayOptions{
+		Limit:   *limit,
+		Classes: only,
+		DryRun:  *dryRun,
+		OnMessage: func(m rabbitmq.ReplayedMessage) {
+			action := "kept"
+			if m.Moved {
+				action = "moved"
+			}
+			fmt.Fprintf(stdout, "%s\tmessage_id=%s\trouting_key=%s\tclass=%s\treason=%q\n",
+				action, m.MessageID, m.RoutingKey, m.Class, m.Reason)
+		},
+	})
+	fmt.Fprintf(stdout, "moved=%d kept=%d\n", res.Moved, res.Skipped)
+	return err
+}
