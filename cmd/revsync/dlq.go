@@ -7,10 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"go.uber.org/zap"
-
 	"github.com/revsync/revsync/jobs"
-	"github.com/revsync/revsync/worker"
 	"github.com/revsync/revsync/worker/rabbitmq"
 )
 
@@ -45,12 +42,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	bcfg := brokerConfig(cfg, zap.NewNop())
-	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
-		return &ConfigError{Err: err}
-	}
-	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
-	client, err := rabbitmq.Dial(ctx, bcfg)
+	client, err := dialCLI(ctx, cfg)
 	if err != nil {
 		return err
 	}

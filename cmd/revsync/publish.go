@@ -12,8 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/revsync/revsync/jobs"
 	"github.com/revsync/revsync/worker"
 	"github.com/revsync/revsync/worker/rabbitmq"
@@ -71,15 +69,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		bodies = [][]byte{body}
 	}
 
-	// Dialling declares the topology, delay queues included: declare the
-	// workers' own set, so that publishing adds no stray delay queues.
-	bcfg := brokerConfig(cfg, zap.NewNop())
-	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
-		return &ConfigError{Err: err}
-	}
-	// A publisher does not wait for a broker that is down.
-	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
-	client, err := rabbitmq.Dial(ctx, bcfg)
+	client, err := dialCLI(ctx, cfg)
 	if err != nil {
 		return err
 	}

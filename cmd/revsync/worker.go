@@ -109,6 +109,20 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return nil
 }
 
+// dialCLI connects a command other than worker to the broker. Dialling
+// declares the topology, delay queues included: it declares the workers'
+// own set, so that no stray delay queues appear. It does not wait for a
+// broker that is down longer than one publish may take.
+func dialCLI(ctx context.Context, cfg *Config) (*rabbitmq.Client, error) {
+	bcfg := brokerConfig(cfg, zap.NewNop())
+	var err error
+	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
+	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
+	return rabbitmq.Dial(ctx, bcfg)
+}
+
 // poolConfig is the database pool's configuration. A lazy pool does not
 // connect until used, for commands that only check configuration.
 func poolConfig(cfg *Config, lazy bool) postgres.Config {

@@ -504,11 +504,8 @@ func (s *settler) DeadLetter(ctx context.Context, dl worker.DeadLetter) error {
 	return nil
 }
 
-// deadLetterCopy is the dead-letter copy of m: its body and properties,
-// plus the x-revsync-* headers describing dl. Two properties are not
-// copied: expiration (the copy must not expire in the dead-letter queue)
-// and user_id (the broker checks it against the publishing connection's
-// user). The copy is persistent whatever the original was.
+// deadLetterCopy is the dead-letter copy of m: its body, properties and
+// headers (see republished), plus the x-revsync-* headers describing dl.
 func deadLetterCopy(m amqp.Delivery, dl worker.DeadLetter) amqp.Publishing {
 	h := make(amqp.Table, len(m.Headers)+7)
 	for k, v := range m.Headers {
@@ -524,8 +521,17 @@ func deadLetterCopy(m amqp.Delivery, dl worker.DeadLetter) amqp.Publishing {
 	h[worker.HeaderFailedAt] = failedAt.UTC().Format(time.RFC3339)
 	h[worker.HeaderWorkerHost] = dl.Host
 	h[worker.HeaderOriginalExchange], h[worker.HeaderOriginalRoutingKey] = originalRoute(m)
+	return republished(m, h)
+}
+
+// republished is m published anew with headers: the same body and
+// properties, persistent whatever m was, without two properties:
+// expiration (a copy must not expire where it waits unless the caller sets
+// one) and user_id (the broker checks it against the publishing
+// connection's user).
+func republished(m amqp.Delivery, headers amqp.Table) amqp.Publishing {
 	return amqp.Publishing{
-		Headers:         h,
+		Headers:         headers,
 		ContentType:     m.ContentType,
 		ContentEncoding: m.ContentEncoding,
 		DeliveryMode:    amqp.Persistent,

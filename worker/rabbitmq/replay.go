@@ -155,20 +155,7 @@ func replayCopy(d amqp.Delivery) amqp.Publishing {
 		headers[k] = v
 	}
 	headers[HeaderReplays] = int32(replays(d.Headers) + 1)
-	return amqp.Publishing{
-		Headers:         headers,
-		ContentType:     d.ContentType,
-		ContentEncoding: d.ContentEncoding,
-		DeliveryMode:    amqp.Persistent,
-		Priority:        d.Priority,
-		CorrelationId:   d.CorrelationId,
-		ReplyTo:         d.ReplyTo,
-		MessageId:       d.MessageId,
-		Timestamp:       d.Timestamp,
-		Type:            d.Type,
-		AppId:           d.AppId,
-		Body:            d.Body,
-	}
+	return republished(d, headers)
 }
 
 func replays(h amqp.Table) int {

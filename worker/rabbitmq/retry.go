@@ -174,19 +174,7 @@ func retryCopy(m amqp.Delivery, r worker.Retry, expiration string) amqp.Publishi
 	h[worker.HeaderAttempt] = int32(max(r.Attempt, 1))
 	h[worker.HeaderRetryClass] = string(r.Class)
 	h[worker.HeaderRetryReason] = r.Reason
-	return amqp.Publishing{
-		Headers:         h,
-		ContentType:     m.ContentType,
-		ContentEncoding: m.ContentEncoding,
-		DeliveryMode:    amqp.Persistent,
-		Priority:        m.Priority,
-		CorrelationId:   m.CorrelationId,
-		ReplyTo:         m.ReplyTo,
-		Expiration:      expiration,
-		MessageId:       m.MessageId,
-		Timestamp:       m.Timestamp,
-		Type:            m.Type,
-		AppId:           m.AppId,
-		Body:            m.Body,
-	}
+	p := republished(m, h)
+	p.Expiration = expiration
+	return p
 }
