@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -217,8 +218,31 @@ func (c *Config) validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: key %q: %s", c.file, key, fmt.Sprintf(format, args...)))
 	}
-	if *c.AMQP.Prefetch <= 0 {
-		bad("amqp.prefetch", "must be at least 1 (0 would let the broker push unlimited messages), got %d", *c.AMQP.Prefetch)
+	if p := *c.AMQP.Prefetch; p <= 0 || p > 65535 {
+		bad("amqp.prefetch", "must be between 1 and 65535 (0 would let the broker push unlimited messages), got %d", p)
+	}
+	names := map[string]string{"amqp.exchange": c.AMQP.Exchange, "amqp.queue": c.AMQP.Queue,
+		"amqp.dead_letter_exchange": c.AMQP.DeadLetterExchange, "amqp.dead_letter_queue": c.AMQP.DeadLetterQueue}
+	for _, key := range []string{"amqp.exchange", "amqp.queue", "amqp.dead_letter_exchange", "amqp.dead_letter_queue"} {
+		if strings.HasPrefix(names[key], "amq.") {
+			bad(key, "%q: names starting with \"amq.\" are reserved by the broker", names[key])
+		}
+	}
+	if c.AMQP.Exchange == c.AMQP.DeadLetterExchange {
+		bad("amqp.dead_letter_exchange", "must differ from amqp.exchange (%q)", c.AMQP.Exchange)
+	}
+	if c.AMQP.Queue == c.AMQP.DeadLetterQueue {
+		bad("amqp.dead_letter_queue", "must differ from amqp.queue (%q)", c.AMQP.Queue)
+	}
+	if c.AMQP.PublishTimeout < 0 {
+		bad("amqp.publish_timeout", "must not be negative, got %s", time.Duration(c.AMQP.PublishTimeout))
+	}
+	for key, d := range map[string]jobs.Duration{"worker.message_timeout": c.Worker.MessageTimeout,
+		"worker.shutdown_grace": c.Worker.ShutdownGrace, "database.acquire_timeout": c.Database.AcquireTimeout,
+		"database.statement_timeout": c.Database.StatementTimeout} {
+		if d < 0 {
+			bad(key, "must not be negative, got %s", time.Duration(d))
+		}
 	}
 	if c.AMQP.ReconnectTimeout < 0 {
 		bad("amqp.reconnect_timeout", "must not be negative, got %s", time.Duration(c.AMQP.ReconnectTimeout))

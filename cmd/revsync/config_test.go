@@ -61,7 +61,17 @@ integrations:
 		want         []string
 	}{
 		{"prefetch zero is refused", "amqp: {prefetch: 0}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
-			[]string{"revsync.yaml", `"amqp.prefetch"`, "at least 1"}},
+			[]string{"revsync.yaml", `"amqp.prefetch"`, "between 1 and 65535", "unlimited"}},
+		{"prefetch over 16 bits", "amqp: {prefetch: 65536}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
+			[]string{`"amqp.prefetch"`, "65535"}},
+		{"reserved queue name", "amqp: {queue: amq.work}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
+			[]string{`"amqp.queue"`, "reserved"}},
+		{"dead-letter queue is the work queue", "amqp: {queue: q, dead_letter_queue: q}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
+			[]string{`"amqp.dead_letter_queue"`}},
+		{"negative message timeout", "worker: {message_timeout: -5s}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
+			[]string{`"worker.message_timeout"`}},
+		{"too few database connections", "worker: {concurrency: 8}\ndatabase: {max_conns: 8}\njobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "rest_export", 1),
+			[]string{`"database.max_conns"`, "twice"}},
 		{"unknown top-level key", "amqp: {prefetsh: 3}\n", []string{"revsync.yaml", "prefetsh"}},
 		{"unknown job", "jobs: [jobs.yaml]\n" + strings.Replace(integration, "%s", "nope", 1),
 			[]string{"revsync.yaml", `integration "crm" connector "customer"`, `"export_job"`, `"nope"`}},

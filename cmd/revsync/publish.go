@@ -111,6 +111,9 @@ func eventFromFlags(cfg *Config, integration, connector string, op jobs.Op, ids,
 	id := map[string]any{}
 	for _, kv := range ids {
 		col, val, _ := strings.Cut(kv, "=")
+		if _, dup := id[col]; dup {
+			return nil, usageErrorf("--id: column %q given twice", col)
+		}
 		id[col] = val
 		for _, k := range conn.Entity.Key {
 			if k.Column == col && k.Type == jobs.KeyInteger {

@@ -33,6 +33,7 @@ func TestEventFromFlagsUsesTheConnectorKeyTypes(t *testing.T) {
 		{"integer column given text", "northwind_crm", "order_line", pairs{"order_id=abc", "product_id=1"}, `column "order_id" is an integer`},
 		{"missing key column", "northwind_crm", "order_line", pairs{"order_id=1"}, `missing identifier column "product_id"`},
 		{"unknown column", "northwind_crm", "customer", pairs{"customer_id=A", "x=1"}, `unknown identifier column "x"`},
+		{"column given twice", "northwind_crm", "customer", pairs{"customer_id=A", "customer_id=B"}, `"customer_id" given twice`},
 		{"unknown connector", "northwind_crm", "nope", pairs{"id=1"}, `no connector "nope"`},
 		{"unknown integration", "nope", "customer", pairs{"id=1"}, `no integration "nope"`},
 	} {

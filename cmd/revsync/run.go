@@ -13,6 +13,7 @@ import (
 
 	"github.com/revsync/revsync/connectors/postgres"
 	"github.com/revsync/revsync/jobs"
+	"github.com/revsync/revsync/worker"
 )
 
 // Exit codes.
@@ -135,6 +136,16 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer catalog.Close()
+	// What the worker would refuse at start-up, validate refuses too.
+	w, err := worker.New(workerConfig(cfg, catalog, zap.NewNop()))
+	if err != nil {
+		return &ConfigError{Err: err}
+	}
+	bcfg := brokerConfig(cfg, zap.NewNop())
+	bcfg.RetryDelays = w.RetryDelays()
+	if err := bcfg.Validate(); err != nil {
+		return &ConfigError{Err: err}
+	}
 	for _, r := range catalog.Routes() {
 		state := "enabled"
 		if !r.Integration.IsEnabled() {

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/revsync/revsync/connectors/postgres"
+	"github.com/revsync/revsync/jobs"
 	"github.com/revsync/revsync/worker"
 	"github.com/revsync/revsync/worker/rabbitmq"
 )
@@ -49,21 +50,13 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := worker.NewMetrics(registry)
-	w, err := worker.New(worker.Config{
-		Catalog:         catalog,
-		Logger:          logger,
-		Metrics:         metrics,
-		Concurrency:     cfg.Worker.Concurrency,
-		MaxMessageBytes: cfg.AMQP.MaxMessageBytes,
-		MessageTimeout:  time.Duration(cfg.Worker.MessageTimeout),
-		ShutdownGrace:   time.Duration(cfg.Worker.ShutdownGrace),
-		Retry:           retryPolicy(cfg),
-		Locker: postgres.NewAdvisoryLocker(pool, postgres.LockConfig{
-			AcquireTimeout: time.Duration(cfg.Database.AcquireTimeout),
-			Logger:         logger,
-		}),
-		Breaker: breakerConfig(cfg),
+	wcfg := workerConfig(cfg, catalog, logger)
+	wcfg.Metrics = metrics
+	wcfg.Locker = postgres.NewAdvisoryLocker(pool, postgres.LockConfig{
+		AcquireTimeout: time.Duration(cfg.Database.AcquireTimeout),
+		Logger:         logger,
 	})
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return &ConfigError{Err: err}
 	}
@@ -88,6 +81,9 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	probe.brokerReady = brokerUp.Load
 	bcfg := brokerConfig(cfg, logger)
 	bcfg.RetryDelays = w.RetryDelays()
+	if err := bcfg.Validate(); err != nil {
+		return &ConfigError{Err: err}
+	}
 	bcfg.OnState = brokerUp.Store
 	bcfg.Metrics = metrics
 	// Dial waits for an unreachable broker (within amqp.reconnect_timeout).
@@ -120,6 +116,9 @@ func dialCLI(ctx context.Context, cfg *Config) (*rabbitmq.Client, error) {
 		return nil, &ConfigError{Err: err}
 	}
 	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
+	if err := bcfg.Validate(); err != nil {
+		return nil, &ConfigError{Err: err}
+	}
 	return rabbitmq.Dial(ctx, bcfg)
 }
 
@@ -150,6 +149,21 @@ func brokerConfig(cfg *Config, logger *zap.Logger) rabbitmq.Config {
 		ReconnectTimeout:   time.Duration(cfg.AMQP.ReconnectTimeout),
 		ConnectionName:     cfg.AMQP.ConnectionName,
 		Logger:             logger,
+	}
+}
+
+// workerConfig is the worker's configuration, without the parts that need
+// live connections (metrics, the entity locker).
+func workerConfig(cfg *Config, catalog *jobs.Catalog, logger *zap.Logger) worker.Config {
+	return worker.Config{
+		Catalog:         catalog,
+		Logger:          logger,
+		Concurrency:     cfg.Worker.Concurrency,
+		MaxMessageBytes: cfg.AMQP.MaxMessageBytes,
+		MessageTimeout:  time.Duration(cfg.Worker.MessageTimeout),
+		ShutdownGrace:   time.Duration(cfg.Worker.ShutdownGrace),
+		Retry:           retryPolicy(cfg),
+		Breaker:         breakerConfig(cfg),
 	}
 }
 

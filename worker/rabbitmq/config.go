@@ -3,7 +3,9 @@ package rabbitmq
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -110,6 +112,13 @@ type Config struct {
 	Metrics *worker.Metrics
 }
 
+// Validate reports what is wrong with c, naming the field, without
+// connecting.
+func (c Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // withDefaults validates c and fills in its defaults. Errors name the field.
 func (c Config) withDefaults() (Config, error) {
 	if c.URL == "" {
@@ -141,9 +150,22 @@ func (c Config) withDefaults() (Config, error) {
 			return c, fmt.Errorf("rabbitmq: Config.%s must be positive, got %v", f.name, f.val)
 		}
 	}
+	if c.Prefetch > math.MaxUint16 {
+		// basic.qos carries a 16-bit count: more would silently wrap, to
+		// 0 (unlimited) at 65536.
+		return c, fmt.Errorf("rabbitmq: Config.Prefetch must be at most %d, got %d", math.MaxUint16, c.Prefetch)
+	}
 	for i, k := range c.BindingKeys {
 		if k == "" {
 			return c, fmt.Errorf("rabbitmq: Config.BindingKeys[%d] is empty", i)
+		}
+	}
+	for _, n := range []struct{ field, name string }{
+		{"Exchange", c.Exchange}, {"Queue", c.Queue},
+		{"DeadLetterExchange", c.DeadLetterExchange}, {"DeadLetterQueue", c.DeadLetterQueue},
+	} {
+		if strings.HasPrefix(n.name, "amq.") {
+			return c, fmt.Errorf("rabbitmq: Config.%s %q: names starting with \"amq.\" are reserved by the broker", n.field, n.name)
 		}
 	}
 	for i, d := range c.RetryDelays {
