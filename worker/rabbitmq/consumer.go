@@ -528,10 +528,11 @@ func deadLetterCopy(m amqp.Delivery, dl worker.DeadLetter) amqp.Publishing {
 // properties, persistent whatever m was, without two properties:
 // expiration (a copy must not expire where it waits unless the caller sets
 // one) and user_id (the broker checks it against the publishing
-// connection's user).
+// connection's user). Headers too big for one frame are cut down by
+// fitHeaders.
 func republished(m amqp.Delivery, headers amqp.Table) amqp.Publishing {
 	return amqp.Publishing{
-		Headers:         headers,
+		Headers:         fitHeaders(headers),
 		ContentType:     m.ContentType,
 		ContentEncoding: m.ContentEncoding,
 		DeliveryMode:    amqp.Persistent,

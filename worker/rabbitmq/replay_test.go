@@ -3,6 +3,7 @@ package rabbitmq_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -102,3 +103,28 @@ func TestReplayFiltersByClassAndStopsAtTheSnapshot(t *testing.T) {
 }
 
 func first(a, _ int) int { return a }
+
+// TestDeadLetterCopyOfHugeHeaders: the original's headers nearly fill a
+// frame; the copy, with revsync's headers added, would not fit and the
+// broker would close the connection (FRAME_ERROR) on every try. The copy
+// drops the original headers instead, says how many, and lands once.
+func TestDeadLetterCopyOfHugeHeaders(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	x := newExporter()
+	c := e.dial()
+	stop := running(t, c, e.worker(x, nil))
+
+	body := []byte("{truncated")
+	e.publish(customerKey, amqp.Publishing{MessageId: "m-huge", Body: body,
+		Headers: amqp.Table{"pad": strings.Repeat("x", 130000)}})
+	e.waitDepth(e.cfg.DeadLetterQueue, 1)
+	require.NoError(t, stop())
+	got := e.drain(e.cfg.DeadLetterQueue)
+	require.Len(t, got, 1)
+	require.Equal(t, body, got[0].Body)
+	require.Equal(t, string(jobs.ClassInvalidMessage), got[0].Headers[worker.HeaderErrorClass])
+	require.EqualValues(t, 1, got[0].Headers[rabbitmq.HeaderHeadersDropped])
+	require.NotContains(t, got[0].Headers, "pad")
+	require.Zero(t, first(e.depth(e.cfg.Queue)))
+}
