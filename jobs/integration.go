@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 )
@@ -133,7 +134,10 @@ func (e *Entity) SchemaTable() (schema, table string) {
 
 // IDFilter checks an event's identifier object against the key: exactly the
 // key's columns, each value of the column's type. It returns the filter in
-// key order. Numbers must be json.Number or an integer type.
+// key order. Numbers must be json.Number or an integer type. A text value
+// must be non-empty valid UTF-8 without a NUL character, as PostgreSQL
+// text holds no NUL and an entity key is never empty: a value it would
+// refuse is refused here, before any SQL runs.
 func (e *Entity) IDFilter(id map[string]any) (IDFilter, error) {
 	var errs []string
 	for col := range id {
@@ -166,8 +170,15 @@ func (t KeyType) convert(raw any) (any, error) {
 	switch t {
 	case KeyText:
 		s, ok := raw.(string)
-		if !ok {
+		switch {
+		case !ok:
 			return nil, fmt.Errorf("want a string, got %s", jsonType(raw))
+		case s == "":
+			return nil, errors.New("must not be empty")
+		case strings.IndexByte(s, 0) >= 0:
+			return nil, errors.New("contains a NUL character")
+		case !utf8.ValidString(s):
+			return nil, errors.New("is not valid UTF-8")
 		}
 		return s, nil
 	case KeyInteger:

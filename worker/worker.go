@@ -189,6 +189,13 @@ func (w *Worker) Config() Config { return w.cfg }
 // not finish within Config.ShutdownGrace and were cancelled and requeued.
 var ErrShutdownTimeout = errors.New("shutdown grace period exceeded")
 
+// ErrUnsettled is wrapped by Run's error when a requested shutdown let
+// every in-flight message finish but could not settle some of them (their
+// ack, dead-letter, retry or requeue failed, typically because the
+// connection was lost): the broker redelivers them, so the shutdown was not
+// clean.
+var ErrUnsettled = errors.New("could not be settled before shutdown")
+
 // ErrSourceClosed is wrapped by Run's error when the source stopped
 // delivering without being cancelled (for example the connection was lost).
 var ErrSourceClosed = errors.New("delivery source closed")
@@ -199,8 +206,10 @@ var ErrSourceClosed = errors.New("delivery source closed")
 // When ctx is cancelled (a requested shutdown) Run stops taking deliveries,
 // cancels src at once, requeues every delivery received but not started,
 // and lets the in-flight ones finish and settle within Config.ShutdownGrace;
-// it then returns nil. Past the grace period it cancels the in-flight jobs,
-// requeues their messages and returns an error wrapping ErrShutdownTimeout.
+// it then returns nil, or an error wrapping ErrUnsettled when a message
+// handled or requeued after the cancellation could not be settled. Past the
+// grace period it cancels the in-flight jobs, requeues their messages and
+// returns an error wrapping ErrShutdownTimeout.
 //
 // When src closes its deliveries on its own, Run waits for the in-flight
 // messages and returns an error wrapping ErrSourceClosed and src.Err().
@@ -212,13 +221,16 @@ func (w *Worker) Run(ctx context.Context, src Source) error {
 	stopping := ctx.Done()
 
 	var busy atomic.Int64
+	var unsettled atomic.Int64 // messages left unsettled once stopping
 	work := make(chan Delivery)
 	var wg sync.WaitGroup
 	for range w.cfg.Concurrency {
 		wg.Go(func() {
 			for d := range work {
 				busy.Add(1)
-				w.handle(jobCtx, stopping, d)
+				if w.handle(jobCtx, stopping, d) == OutcomeUnsettled && isClosed(stopping) {
+					unsettled.Add(1)
+				}
 				busy.Add(-1)
 			}
 		})
@@ -268,13 +280,16 @@ dispatch:
 	if srcErr == nil {
 		w.log.Info("worker stopping: cancelling consumption, letting in-flight messages finish",
 			zap.Int64("in_flight", busy.Load()), zap.Duration("grace", w.cfg.ShutdownGrace))
-		w.stopSource(ctx, src, held, graceEnd)
+		unsettled.Add(int64(w.stopSource(ctx, src, held, graceEnd)))
 	}
 
 	select {
 	case <-handlersDone:
 		if srcErr != nil {
 			return fmt.Errorf("worker: %w: %w", ErrSourceClosed, srcErr)
+		}
+		if n := unsettled.Load(); n > 0 {
+			return unsettledError(n)
 		}
 		w.log.Info("worker stopped")
 		return nil
@@ -292,12 +307,38 @@ dispatch:
 		w.log.Error("in-flight jobs did not return after being cancelled; their messages are redelivered when the connection closes",
 			zap.Int64("in_flight", busy.Load()))
 	}
-	return fmt.Errorf("worker: %w (%s): %d in-flight messages cancelled and requeued", ErrShutdownTimeout, w.cfg.ShutdownGrace, n)
+	err := fmt.Errorf("worker: %w (%s): %d in-flight messages cancelled and requeued", ErrShutdownTimeout, w.cfg.ShutdownGrace, n)
+	if u := unsettled.Load(); u > 0 {
+		err = errors.Join(err, unsettledError(u))
+	}
+	return err
+}
+
+// unsettledError is Run's error when n messages were left unsettled while
+// stopping.
+func unsettledError(n int64) error {
+	return fmt.Errorf("worker: %d message%s %w; the broker will redeliver them", n, plural(int(n), "", "s"), ErrUnsettled)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // stopSource cancels consuming, then requeues held and every delivery the
-// source still hands over, until it closes its channel or graceEnd.
-func (w *Worker) stopSource(ctx context.Context, src Source, held *Delivery, graceEnd time.Time) {
+// source still hands over, until it closes its channel or graceEnd. It
+// returns how many of them could not be requeued.
+func (w *Worker) stopSource(ctx context.Context, src Source, held *Delivery, graceEnd time.Time) (unsettled int) {
+	requeue := func(d Delivery) {
+		if !w.requeueUnstarted(ctx, d) {
+			unsettled++
+		}
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(w.cfg.SettleTimeout, time.Until(graceEnd)))
 	err := src.Cancel(cctx)
 	cancel()
@@ -308,12 +349,12 @@ func (w *Worker) stopSource(ctx context.Context, src Source, held *Delivery, gra
 		w.log.Warn("cancelling the consumer failed; messages received but not started are requeued when the channel closes",
 			zap.Error(err))
 		if held != nil {
-			w.requeueUnstarted(ctx, *held)
+			requeue(*held)
 		}
-		return
+		return unsettled
 	}
 	if held != nil {
-		w.requeueUnstarted(ctx, *held)
+		requeue(*held)
 	}
 	deadline := time.NewTimer(time.Until(graceEnd))
 	defer deadline.Stop()
@@ -321,17 +362,18 @@ func (w *Worker) stopSource(ctx context.Context, src Source, held *Delivery, gra
 		select {
 		case d, ok := <-src.Deliveries():
 			if !ok {
-				return
+				return unsettled
 			}
-			w.requeueUnstarted(ctx, d)
+			requeue(d)
 		case <-deadline.C:
-			return
+			return unsettled
 		}
 	}
 }
 
-// requeueUnstarted returns a delivery the worker never started.
-func (w *Worker) requeueUnstarted(ctx context.Context, d Delivery) {
+// requeueUnstarted returns a delivery the worker never started. It reports
+// whether the requeue succeeded.
+func (w *Worker) requeueUnstarted(ctx context.Context, d Delivery) bool {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.cfg.SettleTimeout)
 	defer cancel()
 	err := w.safely(func() error { return d.Settler.Requeue(sctx) })
@@ -343,11 +385,12 @@ func (w *Worker) requeueUnstarted(ctx context.Context, d Delivery) {
 	if err != nil {
 		w.log.Warn("message not started and not requeued: it will be redelivered",
 			append(fields, zap.String("status", string(OutcomeUnsettled)), zap.Error(err))...)
-		return
+		return false
 	}
 	w.cfg.Metrics.Requeued()
 	w.log.Info("message requeued: worker stopping before it started",
 		append(fields, zap.String("status", string(OutcomeRequeued)))...)
+	return true
 }
 
 // run is what handling one delivery found out.
@@ -376,9 +419,10 @@ func (r *run) integration() string {
 	return r.event.Integration
 }
 
-// handle processes one delivery and settles it. Nothing in it can take the
-// process down: panics in the worker's own code are recovered too.
-func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Delivery) {
+// handle processes one delivery, settles it and returns the outcome. Nothing
+// in it can take the process down: panics in the worker's own code are
+// recovered too.
+func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Delivery) Outcome {
 	w.cfg.Metrics.Received()
 	defer w.cfg.Metrics.Done()
 	r := &run{d: d, started: time.Now(), attempt: attemptOf(d.Headers)}
@@ -392,10 +436,13 @@ func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Deli
 			w.breakers.record(r.event.Integration, r.probe, jobs.ClassOf(r.err) == jobs.ClassTransient)
 		}
 	}
-	if err := w.safely(func() error { w.settle(jobCtx, stopping, r); return nil }); err != nil {
+	var outcome Outcome
+	if err := w.safely(func() error { outcome = w.settle(jobCtx, stopping, r); return nil }); err != nil {
 		w.log.Error("settling a message panicked; it will be redelivered when the channel closes",
 			append(w.fields(r, OutcomeUnsettled), zap.Error(err))...)
+		return OutcomeUnsettled
 	}
+	return outcome
 }
 
 // process decodes the delivery, resolves its route and runs the job,
@@ -462,9 +509,9 @@ func (w *Worker) process(ctx context.Context, r *run) {
 	}
 }
 
-// settle acks, retries, dead-letters or requeues the delivery and logs the
-// outcome.
-func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run) {
+// settle acks, retries, dead-letters or requeues the delivery, logs the
+// outcome and returns it.
+func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run) Outcome {
 	d := r.d
 	switch {
 	case r.err == nil && r.deferFor == 0:
@@ -472,11 +519,11 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 		if err != nil {
 			w.log.Warn("message exported but not acknowledged: it will be redelivered",
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
-			return
+			return OutcomeUnsettled
 		}
 		w.cfg.Metrics.Exported(r.event.Integration, r.event.Connector)
 		w.log.Info("message exported", w.fields(r, OutcomeExported)...)
-		return
+		return OutcomeExported
 	case jobCtx.Err() != nil:
 		// The grace period ran out and the job was cancelled: the
 		// message did not fail, it was interrupted.
@@ -484,11 +531,11 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 		if err != nil {
 			w.log.Warn("message interrupted by shutdown and not requeued: it will be redelivered",
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
-			return
+			return OutcomeUnsettled
 		}
 		w.cfg.Metrics.Requeued()
 		w.log.Warn("message interrupted by shutdown and requeued", w.fields(r, OutcomeRequeued)...)
-		return
+		return OutcomeRequeued
 	}
 
 	dec := w.decide(r, time.Now())
@@ -502,13 +549,12 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 	for try := 1; ; try++ {
 		err := w.settleOnce(jobCtx, publish)
 		if err == nil {
-			w.settled(r, dec)
-			return
+			return w.settled(r, dec)
 		}
 		if errors.Is(err, ErrDeliveryLost) {
 			w.log.Warn("message not settled: its "+what+" publish failed and it will be redelivered",
 				append(w.fields(r, OutcomeUnsettled), zap.NamedError("settle_error", err))...)
-			return
+			return OutcomeUnsettled
 		}
 		select {
 		case <-stopping:
@@ -516,12 +562,12 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 			if rqErr != nil {
 				w.log.Warn("message not settled: its "+what+" publish failed and requeueing failed: it will be redelivered",
 					append(w.fields(r, OutcomeUnsettled), zap.NamedError(what+"_error", err), zap.NamedError("settle_error", rqErr))...)
-				return
+				return OutcomeUnsettled
 			}
 			w.cfg.Metrics.Requeued()
 			w.log.Warn("message requeued: its "+what+" publish failed while stopping",
 				append(w.fields(r, OutcomeRequeued), zap.NamedError(what+"_error", err))...)
-			return
+			return OutcomeRequeued
 		default:
 		}
 		delay := w.cfg.DeadLetterBackoff.Delay(try)
@@ -538,19 +584,19 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 }
 
 // settled records and logs a message whose retry or dead-letter copy the
-// broker confirmed.
-func (w *Worker) settled(r *run, dec decision) {
+// broker confirmed, and returns its outcome.
+func (w *Worker) settled(r *run, dec decision) Outcome {
 	if rt := dec.retry; rt != nil {
 		w.cfg.Metrics.Retried(r.integration(), string(rt.Class))
 		if rt.Class == ClassBreakerOpen {
 			// Logged at debug level: the breaker logged its opening once.
 			w.log.Debug("message deferred: the integration's circuit breaker is open",
 				append(w.fields(r, OutcomeDeferred), zap.Duration("retry_in", rt.Delay))...)
-			return
+			return OutcomeDeferred
 		}
 		w.log.Info("message failed transiently: retrying after a delay",
 			append(w.fields(r, OutcomeRetried), zap.Duration("retry_in", rt.Delay), zap.Int("next_attempt", rt.Attempt))...)
-		return
+		return OutcomeRetried
 	}
 	w.cfg.Metrics.DeadLettered(dec.dl.Class)
 	level := zap.WarnLevel
@@ -560,6 +606,7 @@ func (w *Worker) settled(r *run, dec decision) {
 	if ce := w.log.Check(level, "message dead-lettered"); ce != nil {
 		ce.Write(w.fields(r, OutcomeDeadLettered)...)
 	}
+	return OutcomeDeadLettered
 }
 
 // settleOnce runs one settle call on a context detached from the job's,

@@ -149,6 +149,15 @@ func TestOutcomes(t *testing.T) {
 		{name: "id of the wrong type for the key",
 			body:  workertest.Body(workertest.Integration, workertest.Customer, map[string]any{"customer_id": 42}),
 			class: jobs.ClassInvalidMessage, reason: `identifier column "customer_id": want a string, got a number`, attempt: 1},
+		{name: "NUL in a text id: no SQL runs",
+			body:  workertest.Body(workertest.Integration, workertest.Customer, map[string]any{"customer_id": "AL\x00FKI"}),
+			class: jobs.ClassInvalidMessage, reason: `identifier column "customer_id": contains a NUL character`, attempt: 1},
+		{name: "empty text id",
+			body:  workertest.Body(workertest.Integration, workertest.Customer, map[string]any{"customer_id": ""}),
+			class: jobs.ClassInvalidMessage, reason: `identifier column "customer_id": must not be empty`, attempt: 1},
+		{name: "duplicate op: last does not win",
+			body:  []byte(strings.Replace(string(valid), `"op":"upsert"`, `"op":"upsert","op":"delete"`, 1)),
+			class: jobs.ClassInvalidMessage, reason: `duplicate key "op"`, attempt: 1},
 		{name: "id with the wrong columns",
 			body:  workertest.Body(workertest.Integration, workertest.OrderLine, map[string]any{"order_id": 1}),
 			class: jobs.ClassInvalidMessage, reason: `missing identifier column "product_id"`, attempt: 1},
@@ -504,6 +513,92 @@ func TestShutdownGraceExceeded(t *testing.T) {
 		c := s.Calls()
 		require.Equal(t, 1, c.Requeues, "%+v", c)
 		require.Equal(t, 1, c.Settled())
+	}
+}
+
+// TestShutdownUnsettled: a requested shutdown during which a message could
+// not be settled (the connection was lost: the broker redelivers it) is not
+// a clean one, so Run reports it, whether the message was in flight or not
+// started.
+func TestShutdownUnsettled(t *testing.T) {
+	t.Parallel()
+	lost := func(context.Context) error { return fmt.Errorf("ack: %w", worker.ErrDeliveryLost) }
+	tests := []struct {
+		name string
+		// lose makes the settler of the i-th of three deliveries fail.
+		lose func(i int, s *workertest.Settler)
+		want string // Run's error; "" for none
+	}{
+		{name: "ack of an in-flight message fails",
+			lose: func(i int, s *workertest.Settler) {
+				if i == 0 {
+					s.AckFunc = lost
+				}
+			},
+			want: "worker: 1 message could not be settled before shutdown; the broker will redeliver them"},
+		{name: "requeue of a message not started fails",
+			lose: func(i int, s *workertest.Settler) {
+				if i == 2 {
+					s.RequeueFunc = lost
+				}
+			},
+			want: "worker: 1 message could not be settled before shutdown; the broker will redeliver them"},
+		{name: "every settle fails",
+			lose: func(_ int, s *workertest.Settler) { s.AckFunc, s.RequeueFunc = lost, lost },
+			want: "worker: 3 messages could not be settled before shutdown; the broker will redeliver them"},
+		{name: "clean", lose: func(int, *workertest.Settler) {}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			release := make(chan struct{})
+			var entered atomic.Int32
+			rec := &recorder{fail: func(context.Context, *jobs.Context) error {
+				entered.Add(1)
+				<-release
+				return nil
+			}}
+			w, logs := newWorker(t, rec, func(c *worker.Config) { c.Concurrency = 2 })
+			src := workertest.NewSource(3)
+			var settlers []*workertest.Settler
+			for i := range 3 {
+				d, s := workertest.NewDelivery(workertest.CustomerBody("A"), fmt.Sprintf("m-%d", i), "crm.customer")
+				tt.lose(i, s)
+				require.True(t, src.Send(d))
+				settlers = append(settlers, s)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- w.Run(ctx, src) }()
+			// m-0 and m-1 run; m-2 waits.
+			require.Eventually(t, func() bool { return entered.Load() == 2 }, 5*time.Second, time.Millisecond)
+			cancel()
+			require.Eventually(t, func() bool {
+				c := settlers[2].Calls()
+				return c.Requeues+c.Failed == 1
+			}, 5*time.Second, time.Millisecond, "the message not started is requeued, or tried")
+			close(release)
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Run did not return")
+			}
+
+			unsettled := logs.FilterField(zap.String("status", string(worker.OutcomeUnsettled))).Len()
+			if tt.want == "" {
+				require.NoError(t, err)
+				require.Zero(t, unsettled)
+				return
+			}
+			require.EqualError(t, err, tt.want)
+			require.ErrorIs(t, err, worker.ErrUnsettled)
+			var failed int
+			for _, s := range settlers {
+				failed += s.Calls().Failed
+			}
+			require.Equal(t, failed, unsettled, "one unsettled line per message the error counts")
+		})
 	}
 }
 
