@@ -20,7 +20,7 @@ type StatusError struct {
 	Method     string
 	Path       string // the escaped URL path, never the query
 	StatusCode int
-	Body       string // at most 512 bytes of the response body, token redacted
+	Body       string // at most 512 bytes of the response body, secrets masked
 }
 
 // Error renders the error as "PUT /customers/A: 400 Bad Request: "body"".
@@ -38,8 +38,8 @@ type response struct {
 	Path       string
 	StatusCode int
 	Header     http.Header
-	Body       []byte // the start of a non-2xx body
-	token      string // redacted from Body
+	Body       []byte    // the start of a non-2xx body
+	redact     *redactor // masks the writer's secrets in Body; nil: none
 }
 
 // err classifies the response: nil for 2xx; a *jobs.TransientError for 408,
@@ -59,20 +59,11 @@ func (r *response) err(now time.Time) error {
 }
 
 func (r *response) statusError() *StatusError {
-	// Body holds up to len(token) bytes more than an error quotes, so that
-	// a token cut at the limit is still redacted whole.
-	body := string(r.Body)
-	if r.token != "" {
-		body = strings.ReplaceAll(body, r.token, "[REDACTED]")
-	}
-	if len(body) > maxErrorBody {
-		body = body[:maxErrorBody]
-	}
 	return &StatusError{
 		Method:     r.Method,
 		Path:       r.Path,
 		StatusCode: r.StatusCode,
-		Body:       strings.ToValidUTF8(strings.TrimSpace(body), ""),
+		Body:       r.redact.quote(r.Body, maxErrorBody),
 	}
 }
 

@@ -91,7 +91,7 @@ func TestParseRetryAfter(t *testing.T) {
 
 func TestStatusErrorText(t *testing.T) {
 	t.Parallel()
-	r := &response{Method: "POST", Path: "/c", StatusCode: 400, Body: []byte("bad \xff token=abc\n"), token: "abc"}
+	r := &response{Method: "POST", Path: "/c", StatusCode: 400, Body: []byte("bad \xff token=abc\n"), redact: newRedactor("abc")}
 	require.Equal(t, `POST /c: 400 Bad Request: "bad  token=[REDACTED]"`, r.statusError().Error())
 	r = &response{Method: "DELETE", Path: "/c/1", StatusCode: 500}
 	require.Equal(t, "DELETE /c/1: 500 Internal Server Error", r.statusError().Error())

@@ -54,6 +54,19 @@
 // and at most 512 bytes of the response body. Redirects are not followed by
 // the default client: a 3xx is reported like any other unexpected status.
 //
+// Remotes echo requests in their error pages, credentials included, and a
+// status error ends up in logs and dead-letter headers. So the quoted body
+// is masked before it is cut to 512 bytes: every occurrence of the bearer
+// token and of the values of configured headers that look secret
+// (Authorization and Proxy-Authorization, whose scheme is kept, Cookie,
+// whose cookie values are masked, names that are or end in "key", and
+// names holding "token", "secret" or "password"), and every piece of 4
+// bytes or more of one, wherever it appears: the start of a secret cut off
+// where the writer stopped reading (it reads 512 bytes plus the longest
+// secret's length, so a secret starting before the limit is masked whole)
+// or one the remote shortened. Each masked run becomes "[REDACTED]", which
+// is never cut in two.
+//
 // A batch is written item by item, in order; the first failure stops it and
 // is returned wrapped with the entity key.
 package http

@@ -65,7 +65,7 @@ type Writer struct {
 	client       *http.Client
 	base         string      // base URL without a trailing "/"
 	header       http.Header // configured headers and Authorization
-	token        string      // for redaction only
+	redact       *redactor   // the token and secret header values, masked in quoted bodies
 	timeout      time.Duration
 	strategy     string
 	updateMethod string
@@ -153,6 +153,7 @@ func (w *Writer) configureTransport(b *jobs.Binding, lookupEnv func(string) (str
 		bad("timeout", "must be positive, got %s", w.timeout)
 	}
 	w.header = http.Header{}
+	var secrets []string
 	for name, value := range tr.Headers {
 		switch {
 		case !validHeaderName(name):
@@ -163,6 +164,9 @@ func (w *Writer) configureTransport(b *jobs.Binding, lookupEnv func(string) (str
 			bad("headers", "Authorization is set by auth_token_env; configure only one")
 		default:
 			w.header.Set(name, value)
+			if secretHeader(name) {
+				secrets = append(secrets, headerSecrets(name, value)...)
+			}
 		}
 	}
 	if env := tr.AuthTokenEnv; env != "" {
@@ -174,10 +178,11 @@ func (w *Writer) configureTransport(b *jobs.Binding, lookupEnv func(string) (str
 		case strings.ContainsAny(token, "\r\n\x00 "):
 			bad("auth_token_env", "environment variable %s holds whitespace or control characters", env)
 		default:
-			w.token = token
+			secrets = append(secrets, token)
 			w.header.Set("Authorization", "Bearer "+token)
 		}
 	}
+	w.redact = newRedactor(secrets...)
 	return errors.Join(errs...)
 }
 
@@ -382,7 +387,7 @@ func (w *Writer) send(ctx context.Context, jc *jobs.Context, item *jobs.Item, me
 	if idemKey != "" {
 		req.Header.Set("Idempotency-Key", idemKey)
 	}
-	res := &response{Method: method, Path: req.URL.EscapedPath(), token: w.token}
+	res := &response{Method: method, Path: req.URL.EscapedPath(), redact: w.redact}
 	start := time.Now()
 	resp, err := w.client.Do(req)
 	if err != nil {
@@ -398,7 +403,7 @@ func (w *Writer) send(ctx context.Context, jc *jobs.Context, item *jobs.Item, me
 	res.StatusCode = resp.StatusCode
 	res.Header = resp.Header
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		res.Body, _ = io.ReadAll(io.LimitReader(resp.Body, int64(maxErrorBody+len(w.token))))
+		res.Body, _ = io.ReadAll(io.LimitReader(resp.Body, int64(w.redact.readLimit(maxErrorBody))))
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain))
 	_ = resp.Body.Close()

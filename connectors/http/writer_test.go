@@ -23,12 +23,19 @@ import (
 const (
 	tokenEnv = "REVSYNC_TEST_TOKEN"
 	token    = "s3cr3t-t0ken-4f9a"
+	// longTokenEnv holds a token longer than 35 bytes, the length from
+	// which the layout of TestEchoedTokenOldLeakLayout leaked a piece.
+	longTokenEnv = "REVSYNC_TEST_LONG_TOKEN"
+	longToken    = "Lq8Zt2Vw9Xk4Rm7Nc3Hb6Jf1Gd5Ys0Ue8Ta2Wq4E"
 )
 
 // env is the environment the writers under test see.
 func env(name string) (string, bool) {
-	if name == tokenEnv {
+	switch name {
+	case tokenEnv:
 		return token, true
+	case longTokenEnv:
+		return longToken, true
 	}
 	return "", false
 }

@@ -278,6 +278,12 @@ func toTimestamp(v any, layout string) (any, error) {
 		return x.UTC().Format(layout), nil
 	case string:
 		s := strings.TrimSpace(x)
+		switch strings.ToLower(s) {
+		case "infinity", "+infinity", "-infinity":
+			// PostgreSQL's infinite dates and timestamps, which the
+			// reader passes on as these strings: no layout can render them.
+			return nil, fmt.Errorf("value %s: infinity is not a timestamp (an infinite PostgreSQL date or timestamp cannot be formatted)", describe(v))
+		}
 		for _, l := range append(timeInputLayouts, layout) {
 			if t, err := time.Parse(l, s); err == nil {
 				return t.UTC().Format(layout), nil

@@ -76,3 +76,14 @@ func TestFloatDecimal(t *testing.T) {
 		require.Equal(t, tt.want, d.String(), "%v", tt.in)
 	}
 }
+
+// TestToTimestampInfinity: PostgreSQL's infinite dates and timestamps,
+// which the postgres reader passes on as "infinity" and "-infinity", are
+// reported as such, not as unreadable text.
+func TestToTimestampInfinity(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"infinity", "-infinity", " Infinity "} {
+		_, err := toTimestamp(in, "2006-01-02")
+		require.ErrorContains(t, err, "infinity is not a timestamp", "%q", in)
+	}
+}

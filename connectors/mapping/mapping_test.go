@@ -221,6 +221,8 @@ func TestProcessErrors(t *testing.T) {
 			[]string{`mapping field "b"`, "not a boolean"}},
 		{"text as timestamp", "    t: {from: t, format: timestamp}", map[string]any{"t": "yesterday"},
 			[]string{`mapping field "t"`, `"yesterday"`, "not a timestamp"}},
+		{"infinite date as timestamp", "    t: {from: t, format: timestamp, layout: date}", map[string]any{"t": "-infinity"},
+			[]string{`mapping field "t"`, `"-infinity"`, "infinity is not a timestamp"}},
 		{"object as string", "    s: {from: s, format: string}", map[string]any{"s": map[string]any{"a": 1}},
 			[]string{`mapping field "s"`, "cannot be rendered as a string"}},
 		{"invalid UTF-8", "    s: {from: s, format: string}", map[string]any{"s": []byte{0xff}},

@@ -7,15 +7,23 @@
 // connect timeout, and a server-enforced statement_timeout set as a session
 // parameter. pgx has no acquire timeout of its own, so the services of this
 // package bound every Acquire with their own deadline (see Acquire). Errors
-// from NewPool never contain the database password; RedactURL masks
-// passwords in connection strings for anyone who logs or reports one.
+// from NewPool never contain the database password, nor a piece of one: a
+// password holding an unescaped '#', '/', '?' or '@' can make pgx read part
+// of it as a port or a database name and quote it, so a URL that does not
+// parse is reported in words (and redacted, when the redaction is certain
+// to be complete), never with pgx's explanation unless it holds no secret.
+// RedactURL masks passwords in connection strings for anyone who logs or
+// reports one.
 //
 // EntityByIDReader implements jobs.Reader. It is built once per connector
 // binding by ReaderFactory, which renders its SELECT once from configuration:
 // identifiers come only from the connector's entity settings and are quoted;
-// key values only ever travel as bind parameters. An upsert reads the row;
-// a delete reads nothing; a row that is gone becomes a deletion or nothing,
-// as the connector's on_missing says.
+// key values only ever travel as bind parameters. Every event reads the
+// row, whatever its op, so that repeated, reordered or coalesced events are
+// safe: a row that exists is exported as it is now (a delete event for it
+// is superseded, with a warning); a row that is gone is exported as a
+// deletion for a delete event, and for an upsert becomes a deletion or
+// nothing, as the connector's on_missing says.
 //
 // AdvisoryLocker implements jobs.EntityLocker with session-level advisory
 // locks, so that the runs of one entity are serialised across every worker

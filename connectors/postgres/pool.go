@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -93,8 +91,11 @@ func (cfg Config) withDefaults() (Config, error) {
 // NewPool builds a connection pool from cfg. Unless cfg.Lazy is set it
 // connects once and pings the server, bounded by ConnectTimeout plus
 // AcquireTimeout, and fails if that does not work. The error names the
-// field or the (redacted) URL and never contains the password. The caller
-// closes the pool.
+// field or the (redacted) URL and never contains the password: a URL that
+// does not parse is reported without the driver's explanation, which may
+// quote a piece of the password the URL syntax misplaced (an unescaped
+// '#', '/' or '?' in it), unless the URL holds no secret at all. The
+// caller closes the pool.
 func NewPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -102,10 +103,7 @@ func NewPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	}
 	pcfg, err := pgxpool.ParseConfig(cfg.URL)
 	if err != nil {
-		// pgx's parse errors may quote the raw URL (a *url.Error does) and
-		// keep it in ParseConfigError.ConnString: report only redacted text,
-		// and do not wrap.
-		return nil, fmt.Errorf("postgres: Config.URL: %s", redactText(err.Error(), ""))
+		return nil, parseError(cfg.URL, err)
 	}
 	pcfg.MaxConns = int32(cfg.MaxConns)
 	if pcfg.MinConns > pcfg.MaxConns {
@@ -120,11 +118,13 @@ func NewPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 	if pcfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		pcfg.ConnConfig.RuntimeParams["application_name"] = cfg.ApplicationName
 	}
-	password := pcfg.ConnConfig.Password
+	// What the driver's errors must not show: the password pgx found, and
+	// whatever the connection string's syntax says is secret.
+	secrets := append(redactConnString(cfg.URL).secrets, pcfg.ConnConfig.Password)
 
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: create pool for %s: %s", RedactURL(cfg.URL), redactText(err.Error(), password))
+		return nil, fmt.Errorf("postgres: create pool for %s: %s", RedactURL(cfg.URL), redactText(err.Error(), secrets...))
 	}
 	if cfg.Lazy {
 		return pool, nil
@@ -138,76 +138,30 @@ func NewPool(ctx context.Context, cfg Config) (*pgxpool.Pool, error) {
 		}
 		// The driver's error is not wrapped: a *pgconn.ConnectError carries
 		// the whole configuration, password included.
-		return nil, fmt.Errorf("postgres: connect to %s: %s", RedactURL(cfg.URL), redactText(err.Error(), password))
+		return nil, fmt.Errorf("postgres: connect to %s: %s", RedactURL(cfg.URL), redactText(err.Error(), secrets...))
 	}
 	return pool, nil
 }
 
-// Redacted stands in for a password in redacted text.
-const redacted = "xxxxx"
+// errInvalidConnString explains a connection string pgx cannot parse,
+// without quoting it.
+const errInvalidConnString = "not a valid PostgreSQL URL or key=value DSN " +
+	"(check its syntax and options, and that special characters in a URL's user name or password are percent-encoded)"
 
-var (
-	// password=... in a key=value DSN or free text, quoted or not.
-	kvSecretRe = regexp.MustCompile(`(?i)\b((?:ssl)?password|passwd|pwd)(\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&;]*)`)
-	// scheme://user:password@ in text that does not parse as a URL; greedy
-	// up to the last @ of the run, so a password containing @ or / is
-	// covered too (at worst the host is masked as well).
-	userinfoRe = regexp.MustCompile(`(://[^:/@\s"'` + "`" + `]*):[^\s"'` + "`" + `]*@`)
-)
-
-// RedactURL returns s, a connection URL (postgres://, amqp://, http://…) or
-// a key=value DSN, with every password replaced by "xxxxx": the password of
-// the URL's user info, password-like query parameters (password,
-// sslpassword, passwd, pwd, and any name containing "secret" or "token"),
-// and password=… pairs. Something that does not parse as a URL is masked
-// by pattern, erring on the side of masking too much.
-func RedactURL(s string) string {
-	if strings.Contains(s, "://") {
-		if u, err := url.Parse(s); err == nil && (u.User != nil || !strings.Contains(s, "@")) {
-			if _, ok := u.User.Password(); ok {
-				u.User = url.UserPassword(u.User.Username(), redacted)
-			}
-			if u.RawQuery != "" {
-				q := u.Query()
-				changed := false
-				for k := range q {
-					if secretKey(k) {
-						q[k] = []string{redacted}
-						changed = true
-					}
-				}
-				if changed {
-					u.RawQuery = q.Encode()
-				}
-			}
-			return u.String()
-		}
+// parseError reports that pgx could not parse connString. pgx's own text
+// is used only when connString holds no secret: it quotes pieces of the
+// string (`invalid port ":S3cr" after host` for a password holding an
+// unescaped '#'), and which pieces cannot be known. Otherwise the error
+// shows the redacted string when its redaction is certain to be complete,
+// and nothing of it when not. The pgx error is not wrapped: it keeps the
+// raw string in ParseConfigError.ConnString.
+func parseError(connString string, err error) error {
+	r := redactConnString(connString)
+	switch {
+	case r.reliable && len(r.secrets) == 0:
+		return fmt.Errorf("postgres: Config.URL: %s", err.Error())
+	case r.reliable:
+		return fmt.Errorf("postgres: Config.URL: %s: %s", errInvalidConnString, r.text)
 	}
-	return redactText(s, "")
-}
-
-// secretKey reports whether a query parameter name holds a secret.
-func secretKey(k string) bool {
-	k = strings.ToLower(k)
-	switch k {
-	case "password", "sslpassword", "passwd", "pwd":
-		return true
-	}
-	return strings.Contains(k, "password") || strings.Contains(k, "secret") || strings.Contains(k, "token")
-}
-
-// redactText masks passwords in free text, such as a driver error that
-// quotes a connection string: URL user info, password=… pairs, and literal
-// occurrences of password when it is at least 4 characters long (a shorter
-// one would mask ordinary words; the patterns still cover it where it
-// appears as part of a connection string).
-func redactText(s, password string) string {
-	if len(password) >= 4 {
-		s = strings.ReplaceAll(s, password, redacted)
-		if esc := url.QueryEscape(password); esc != password {
-			s = strings.ReplaceAll(s, esc, redacted)
-		}
-	}
-	s = userinfoRe.ReplaceAllString(s, "${1}:"+redacted+"@")
-	return kvSecretRe.ReplaceAllString(s, "${1}${2}"+redacted)
+	return fmt.Errorf("postgres: Config.URL: %s", errInvalidConnString)
 }

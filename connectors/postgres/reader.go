@@ -59,11 +59,16 @@ func (cfg ReaderConfig) withDefaults() (ReaderConfig, error) {
 // EntityByIDReader reads the one row a job context's ID filter names. It
 // implements jobs.Reader and is safe for concurrent use.
 //
-// For an upsert it returns one item whose Fields are the row by column
-// name. For a delete it does not query and returns one deletion item whose
-// Fields are the key columns. When the row of an upsert is gone it returns,
-// as on_missing says, a deletion item ("delete") or no item ("skip"), and
-// notes it with jc.Warn.
+// It always reads the row, whatever the event's op, because events may be
+// repeated, reordered or coalesced: the row's current state decides what
+// is exported. When the row exists it returns one upsert item whose Fields
+// are the row by column name; for a delete event it also notes with
+// jc.Warn that the event was superseded by the row's current state (the
+// row was created again after the delete, or the delete is a stale or
+// replayed event). When the row is gone, a delete event returns one
+// deletion item whose Fields are the key columns, whatever on_missing
+// says; an upsert returns, as on_missing says, a deletion item ("delete")
+// or no item ("skip"), and notes it with jc.Warn.
 //
 // Column values are converted to plain Go values that encode to JSON
 // without surprises: NULL → nil; text → string; every integer type → int64
@@ -73,7 +78,9 @@ func (cfg ReaderConfig) withDefaults() (ReaderConfig, error) {
 // decimal text and scale ("12.50"), which encodes as a JSON number without
 // float rounding and is a string for processors that format decimals
 // (NaN and ±Infinity, not JSON numbers, become the strings "NaN",
-// "Infinity", "-Infinity"); date and timestamps → time.Time; bytea →
+// "Infinity", "-Infinity"); date and timestamps → time.Time, except
+// 'infinity' and '-infinity', which have no time.Time and become the
+// strings "infinity" and "-infinity"; bytea →
 // []byte; uuid → canonical string; json/jsonb as decoded; arrays → []any
 // of converted elements; other types (interval, time…) → their text form.
 type EntityByIDReader struct {
@@ -189,26 +196,35 @@ func (r *EntityByIDReader) Read(ctx context.Context, jc *jobs.Context) ([]jobs.I
 	if err != nil {
 		return nil, jobs.PermanentClass(jobs.ClassInvalidMessage, fmt.Errorf("read %s %v: %w", r.table, jc.IDFilter, err))
 	}
-	key := slices.Clone(jc.IDFilter)
-	switch jc.Op {
-	case jobs.OpDelete:
-		return []jobs.Item{r.deletion(key, args)}, nil
-	case jobs.OpUpsert:
-	default:
+	if !jc.Op.Valid() {
 		return nil, jobs.PermanentClass(jobs.ClassInvalidMessage, fmt.Errorf("read %s %v: unknown op %q", r.table, jc.IDFilter, jc.Op))
 	}
+	key := slices.Clone(jc.IDFilter)
 
+	// Whatever the event says, the row decides: events may be repeated,
+	// reordered or coalesced, so a delete may arrive after the row was
+	// created again, and an upsert after the row was deleted.
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.QueryTimeout)
 	defer cancel()
 	fields, err := r.readRow(ctx, args)
 	if err != nil {
 		return nil, classify(fmt.Errorf("read %s %v: %w", r.table, jc.IDFilter, err))
 	}
+	log := r.cfg.Logger.With(zap.String("table", r.table), zap.Stringer("entity_key", jc.IDFilter), zap.String("op", string(jc.Op)))
 	if fields != nil {
+		if jc.Op == jobs.OpDelete {
+			log.Debug("delete event superseded: the row exists, exporting its current state")
+			jc.Warn("delete event for %s %v superseded: the row exists, exporting its current state", r.table, jc.IDFilter)
+		}
 		return []jobs.Item{{Key: key, Op: jobs.OpUpsert, Fields: fields}}, nil
 	}
+	if jc.Op == jobs.OpDelete {
+		// The event and the row agree: the entity is gone. on_missing is
+		// about upserts whose row vanished; it does not apply here.
+		return []jobs.Item{r.deletion(key, args)}, nil
+	}
 
-	log := r.cfg.Logger.With(zap.String("table", r.table), zap.Stringer("entity_key", jc.IDFilter), zap.String("on_missing", r.onMissing))
+	log = log.With(zap.String("on_missing", r.onMissing))
 	if r.onMissing == jobs.OnMissingSkip {
 		log.Debug("row not found: skipped")
 		jc.Warn("row %s %v not found: skipped (on_missing %s)", r.table, jc.IDFilter, r.onMissing)

@@ -205,21 +205,60 @@ func TestEntityByIDReaderNorthwind(t *testing.T) {
 		require.Contains(t, exec.Steps[0].Warnings[0], "skipped")
 	})
 
-	t.Run("op delete does not query", func(t *testing.T) {
+	t.Run("op delete of an existing row exports its current state", func(t *testing.T) {
 		t.Parallel()
-		// Its own pool, to count acquisitions; and a table that does not
-		// exist, which any query would report.
-		own := testPool(t, url, Config{Lazy: true})
-		gone := jobs.Entity{Table: nw + ".no_such_table", Key: orderDetails.Key}
-		r := newReader(t, own, gone, "", ReaderConfig{})
-		items, err := read(t, r, jobContext(jobs.OpDelete, integer("order_id", 10248), integer("product_id", 11)))
-		require.NoError(t, err)
-		require.Equal(t, []jobs.Item{{
-			Key:    jobs.IDFilter{integer("order_id", 10248), integer("product_id", 11)},
-			Op:     jobs.OpDelete,
-			Fields: map[string]any{"order_id": int64(10248), "product_id": int64(11)},
-		}}, items)
-		require.Zero(t, own.Stat().AcquireCount())
+		// A reordered or replayed delete must not remove at the remote an
+		// entity whose row exists: the row wins, whatever on_missing says.
+		for _, onMissing := range []string{jobs.OnMissingDelete, jobs.OnMissingSkip} {
+			r := newReader(t, pool, orderDetails, onMissing, ReaderConfig{})
+			jc := jobContext(jobs.OpDelete, integer("order_id", 10248), integer("product_id", 11))
+			items, err := read(t, r, jc)
+			require.NoError(t, err, onMissing)
+			require.Equal(t, []jobs.Item{{
+				Key: jobs.IDFilter{integer("order_id", 10248), integer("product_id", 11)},
+				Op:  jobs.OpUpsert,
+				Fields: map[string]any{
+					"order_id": int64(10248), "product_id": int64(11),
+					"unit_price": 14.0, "quantity": int64(12), "discount": 0.0,
+				},
+			}}, items, onMissing)
+
+			exec, written := runReader(t, r, jobContext(jobs.OpDelete, integer("order_id", 10248), integer("product_id", 11)))
+			require.Equal(t, items, written, onMissing)
+			require.Len(t, exec.Steps[0].Warnings, 1, onMissing)
+			require.Contains(t, exec.Steps[0].Warnings[0], "delete event for "+nw+".order_details order_id=10248,product_id=11 superseded", onMissing)
+		}
+	})
+
+	t.Run("op delete of a missing row exports a deletion, whatever on_missing says", func(t *testing.T) {
+		t.Parallel()
+		for _, onMissing := range []string{jobs.OnMissingDelete, jobs.OnMissingSkip} {
+			r := newReader(t, pool, orderDetails, onMissing, ReaderConfig{})
+			exec, written := runReader(t, r, jobContext(jobs.OpDelete, integer("order_id", 10248), integer("product_id", 1)))
+			require.Equal(t, []jobs.Item{{
+				Key:    jobs.IDFilter{integer("order_id", 10248), integer("product_id", 1)},
+				Op:     jobs.OpDelete,
+				Fields: map[string]any{"order_id": int64(10248), "product_id": int64(1)},
+			}}, written, onMissing)
+			require.Empty(t, exec.Steps[0].Warnings, "an explicit delete of a missing row is the expected case: %s", onMissing)
+		}
+	})
+
+	t.Run("op delete queries the row", func(t *testing.T) {
+		t.Parallel()
+		// A table that does not exist: only a query finds out.
+		r := newReader(t, pool, jobs.Entity{Table: nw + ".no_such_table", Key: orderDetails.Key}, "", ReaderConfig{})
+		_, err := read(t, r, jobContext(jobs.OpDelete, integer("order_id", 10248), integer("product_id", 11)))
+		require.Equal(t, jobs.ClassPermanent, jobs.ClassOf(err), "%v", err)
+		require.Equal(t, "42P01", pgCode(t, err))
+	})
+
+	t.Run("unknown op is an invalid message", func(t *testing.T) {
+		t.Parallel()
+		r := newReader(t, pool, customers, "", ReaderConfig{})
+		_, err := read(t, r, jobContext(jobs.Op("merge"), text("customer_id", "ALFKI")))
+		require.Equal(t, jobs.ClassInvalidMessage, jobs.ClassOf(err), "%v", err)
+		require.ErrorContains(t, err, `unknown op "merge"`)
 	})
 
 	t.Run("hostile values stay values", func(t *testing.T) {
@@ -380,6 +419,41 @@ INSERT INTO `+schema+`."Order" VALUES (7, 'where', 'Yes', 12.50, 0.25, 900719925
 	require.NoError(t, err)
 	require.Len(t, items, 1)
 	require.Equal(t, f, items[0].Fields)
+}
+
+// TestEntityByIDReaderInfiniteTimes: 'infinity' and '-infinity' in date,
+// timestamp and timestamptz columns (and arrays of them) read as the
+// strings PostgreSQL prints, not as pgx's modifiers 1 and -1.
+func TestEntityByIDReaderInfiniteTimes(t *testing.T) {
+	t.Parallel()
+	url := pgtest.URL(t)
+	schema := pgtest.NewSchema(t, url, "rs")
+	conn := pgtest.Connect(t, url)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := conn.Exec(ctx, `
+CREATE TABLE `+schema+`.t (id int PRIMARY KEY, d date, ts timestamp, tstz timestamptz, days date[]);
+INSERT INTO `+schema+`.t VALUES
+	(1, 'infinity', 'infinity', 'infinity', ARRAY['infinity', '2026-12-03', '-infinity']::date[]),
+	(2, '-infinity', '-infinity', '-infinity', NULL);`)
+	require.NoError(t, err)
+
+	pool := testPool(t, url, Config{})
+	r := newReader(t, pool, jobs.Entity{Table: schema + ".t", Key: []jobs.KeyColumn{{Column: "id", Type: jobs.KeyInteger}}}, "", ReaderConfig{})
+	items, err := read(t, r, jobContext(jobs.OpUpsert, integer("id", 1)))
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	require.Equal(t, map[string]any{
+		"id": int64(1), "d": "infinity", "ts": "infinity", "tstz": "infinity",
+		"days": []any{"infinity", time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC), "-infinity"},
+	}, items[0].Fields)
+
+	items, err = read(t, r, jobContext(jobs.OpUpsert, integer("id", 2)))
+	require.NoError(t, err)
+	require.Len(t, items, 1)
+	b, err := json.Marshal(items[0].Fields)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id": 2, "d": "-infinity", "ts": "-infinity", "tstz": "-infinity", "days": null}`, string(b))
 }
 
 // TestEntityByIDReaderColumnsChange: a "SELECT *" prepared before a

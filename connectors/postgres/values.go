@@ -27,7 +27,9 @@ import (
 //     string underneath for processors that format decimals. NaN and
 //     ±Infinity, which are not JSON numbers, become the strings "NaN",
 //     "Infinity" and "-Infinity".
-//   - date, timestamp, timestamptz → time.Time.
+//   - date, timestamp, timestamptz → time.Time; 'infinity' and
+//     '-infinity', which no time.Time can hold, → the strings "infinity"
+//     and "-infinity" (PostgreSQL's own spelling), never a number.
 //   - uuid → its canonical string; inet/cidr → their text.
 //   - json/jsonb stay as decoded (maps, slices, float64, string…); arrays
 //     become []any with every element converted.
@@ -56,6 +58,16 @@ func fieldValue(v any) any {
 		return float32To64(v)
 	case pgtype.Numeric:
 		return numericValue(v)
+	case pgtype.InfinityModifier:
+		// pgx decodes an infinite date, timestamp or timestamptz as
+		// the bare modifier, an int8 that would encode as 1 or -1.
+		return infinityValue(v)
+	case pgtype.Date:
+		return temporalValue(v.Valid, v.InfinityModifier, v.Time)
+	case pgtype.Timestamp:
+		return temporalValue(v.Valid, v.InfinityModifier, v.Time)
+	case pgtype.Timestamptz:
+		return temporalValue(v.Valid, v.InfinityModifier, v.Time)
 	case [16]byte:
 		return uuidString(v)
 	case netip.Prefix:
@@ -113,6 +125,29 @@ func numericValue(n pgtype.Numeric) any {
 		return v
 	}
 	return json.Number(s)
+}
+
+// infinityValue converts the infinity of a date or timestamp; see
+// fieldValue. A finite modifier has no value of its own: nil.
+func infinityValue(m pgtype.InfinityModifier) any {
+	switch {
+	case m > pgtype.Finite:
+		return "infinity"
+	case m < pgtype.Finite:
+		return "-infinity"
+	}
+	return nil
+}
+
+// temporalValue converts a date or timestamp held in a pgtype struct.
+func temporalValue(valid bool, m pgtype.InfinityModifier, t time.Time) any {
+	switch {
+	case !valid:
+		return nil
+	case m != pgtype.Finite:
+		return infinityValue(m)
+	}
+	return t
 }
 
 // uuidString formats a uuid as 8-4-4-4-12 lowercase hex.
