@@ -33,6 +33,11 @@ const (
 	// HeaderRetryReason is, on a copy waiting in a delay queue, the
 	// Retry.Reason.
 	HeaderRetryReason = "x-revsync-retry-reason"
+	// HeaderNotBefore is, on a retry copy, the earliest time it may run
+	// again, in Unix milliseconds: the floor a remote's Retry-After set.
+	// A copy that comes back from its delay queue sooner (a delay queue
+	// holds a message at most its own delay) waits again for the rest.
+	HeaderNotBefore = "x-revsync-not-before"
 )
 
 // MaxReasonBytes caps DeadLetter.Reason so that a dead-letter copy always

@@ -133,6 +133,9 @@ type Retry struct {
 	// Reason is the error text, or why the message was deferred; at most
 	// MaxReasonBytes.
 	Reason string
+	// NotBefore, when set, is the earliest time the copy may run again
+	// (HeaderNotBefore); zero means as soon as Delay has passed.
+	NotBefore time.Time
 }
 
 // decision is what settle does with a message whose run did not complete.
@@ -145,15 +148,24 @@ type decision struct {
 // breaker, into a retry or a dead-letter. It is the one place that makes
 // that choice:
 //
+//   - back early from a delay queue (before its not-before time): wait
+//     again for the rest, attempt unchanged;
 //   - deferred by the breaker: retry after the breaker's wait, attempt
 //     unchanged;
 //   - transient failure, attempt < the connector's MaxAttempts: retry after
 //     the scheduled delay for the attempt, jittered, and no shorter than a
-//     remote's Retry-After; the copy is the next attempt;
+//     remote's Retry-After (kept on the copy as its not-before time); the
+//     copy is the next attempt;
 //   - transient failure on the last attempt: dead-letter with class
 //     retries_exhausted;
 //   - any other failure: dead-letter with its class.
 func (w *Worker) decide(r *run, now time.Time) decision {
+	if !r.notBefore.IsZero() {
+		class, _ := r.d.Headers[HeaderRetryClass].(string)
+		reason, _ := r.d.Headers[HeaderRetryReason].(string)
+		return decision{retry: &Retry{Delay: r.deferFor, Attempt: r.attempt, NotBefore: r.notBefore,
+			Class: jobs.Class(class), Reason: reason}}
+	}
 	if r.deferFor > 0 {
 		return decision{retry: &Retry{
 			Delay:   w.breakerJitter(r.deferFor),
@@ -171,8 +183,13 @@ func (w *Worker) decide(r *run, now time.Time) decision {
 		}
 		p := w.cfg.Retry.For(conn)
 		if r.attempt < p.MaxAttempts {
-			delay := max(w.jitter(p.Delay(r.attempt), p.Jitter), jobs.RetryAfter(r.err))
-			return decision{retry: &Retry{Delay: delay, Attempt: r.attempt + 1, Class: class, Reason: reason}}
+			retry := &Retry{Delay: w.jitter(p.Delay(r.attempt), p.Jitter), Attempt: r.attempt + 1, Class: class, Reason: reason}
+			if after := jobs.RetryAfter(r.err); after > retry.Delay {
+				// The remote's Retry-After is a floor, kept on the copy:
+				// a delay queue holds it at most its own delay.
+				retry.Delay, retry.NotBefore = after, now.Add(after)
+			}
+			return decision{retry: retry}
 		}
 		class = jobs.ClassRetriesExhausted
 		reason = truncate(fmt.Sprintf("%d attempts failed, the last with: %v", r.attempt, r.err), MaxReasonBytes)

@@ -290,3 +290,46 @@ func TestMetrics(t *testing.T) {
 	require.Equal(t, float64(1), metric(t, reg, "revsync_job_duration_seconds", "integration", "crm", "connector", "customer", "status", "failed"))
 	require.Equal(t, float64(0), metric(t, reg, "revsync_breaker_state", "integration", "crm"))
 }
+
+// TestRetryAfterIsAFloorEvenPastTheDelayQueues: a Retry-After longer than
+// any delay queue is kept on the copy as its not-before time; a copy that
+// comes back before it waits again for the rest, without running and
+// without spending an attempt.
+func TestRetryAfterIsAFloorEvenPastTheDelayQueues(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{fail: failTransiently(time.Hour)}
+	w, _ := newWorker(t, rec, nil)
+	d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	before := time.Now()
+	calls := runOne(t, w, d, s)
+	require.Len(t, calls.Retries, 1)
+	r := calls.Retries[0]
+	require.Equal(t, time.Hour, r.Delay)
+	require.WithinRange(t, r.NotBefore, before.Add(time.Hour), time.Now().Add(time.Hour))
+
+	// Back early, as from a delay queue shorter than an hour.
+	rec2 := &recorder{}
+	w2, _ := newWorker(t, rec2, nil)
+	d2, s2 := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	d2.Headers = map[string]any{worker.HeaderAttempt: int32(2), worker.HeaderNotBefore: r.NotBefore.UnixMilli(),
+		worker.HeaderRetryClass: "transient", worker.HeaderRetryReason: "remote answered 429"}
+	calls = runOne(t, w2, d2, s2)
+	reads, _ := rec2.counts()
+	require.Zero(t, reads, "a copy back before its Retry-After must not run")
+	require.Len(t, calls.Retries, 1)
+	again := calls.Retries[0]
+	require.Equal(t, 2, again.Attempt, "waiting again spends no attempt")
+	require.Equal(t, r.NotBefore.UnixMilli(), again.NotBefore.UnixMilli())
+	require.Greater(t, again.Delay, 59*time.Minute)
+	require.Equal(t, jobs.ClassTransient, again.Class)
+
+	// Back on time: it runs.
+	rec3 := &recorder{}
+	w3, _ := newWorker(t, rec3, nil)
+	d3, s3 := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	d3.Headers = map[string]any{worker.HeaderAttempt: int32(2), worker.HeaderNotBefore: time.Now().UnixMilli()}
+	calls = runOne(t, w3, d3, s3)
+	reads, _ = rec3.counts()
+	require.Equal(t, 1, reads)
+	require.Equal(t, 1, calls.Acks)
+}

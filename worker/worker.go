@@ -91,9 +91,9 @@ const (
 	// OutcomeRetried: the job failed transiently; a copy, the next
 	// attempt, is confirmed in a delay queue and the original acked.
 	OutcomeRetried Outcome = "retried"
-	// OutcomeDeferred: the integration's circuit breaker is open; the
-	// message was not run and waits in a delay queue, its attempt
-	// unchanged.
+	// OutcomeDeferred: the integration's circuit breaker is open, or a
+	// retry came back before its Retry-After; the message was not run and
+	// waits in a delay queue, its attempt unchanged.
 	OutcomeDeferred Outcome = "deferred"
 	// OutcomeRequeued: the worker stopped before the message could be
 	// finished or dead-lettered; it was returned to its queue.
@@ -407,7 +407,10 @@ type run struct {
 	admitted bool          // the breaker let it run
 	probe    bool          // as the half-open breaker's probe
 	deferFor time.Duration // > 0: the breaker deferred it for this long
-	class    jobs.Class    // the class it was dead-lettered or retried with
+	// notBefore is when a retry copy that came back early may run; set
+	// with deferFor when it must wait again.
+	notBefore time.Time
+	class     jobs.Class // the class it was dead-lettered or retried with
 }
 
 // integration is the integration the message names; "" when it could not
@@ -481,6 +484,12 @@ func (w *Worker) process(ctx context.Context, r *run) {
 		Parameters:  jobs.MergeParameters(route.Connector.Parameters, ev.Parameters),
 		MessageID:   r.d.MessageID,
 		Attempt:     r.attempt,
+	}
+	if nb := notBeforeOf(r.d.Headers); time.Until(nb) > notBeforeSlack {
+		// Back from a delay queue shorter than a Retry-After: wait again
+		// for the rest, without spending an attempt.
+		r.notBefore, r.deferFor = nb, time.Until(nb)
+		return
 	}
 	adm := w.breakers.admit(ev.Integration)
 	if !adm.run {
@@ -587,6 +596,13 @@ func (w *Worker) settle(jobCtx context.Context, stopping <-chan struct{}, r *run
 // broker confirmed, and returns its outcome.
 func (w *Worker) settled(r *run, dec decision) Outcome {
 	if rt := dec.retry; rt != nil {
+		if !r.notBefore.IsZero() {
+			// Back early for its Retry-After: neither a new retry nor a
+			// failure, so neither counted nor logged above debug.
+			w.log.Debug("message back before its Retry-After: waiting again",
+				append(w.fields(r, OutcomeDeferred), zap.Duration("retry_in", rt.Delay))...)
+			return OutcomeDeferred
+		}
 		w.cfg.Metrics.Retried(r.integration(), string(rt.Class))
 		if rt.Class == ClassBreakerOpen {
 			// Logged at debug level: the breaker logged its opening once.
@@ -697,6 +713,27 @@ func routingKeyOf(d Delivery) string {
 }
 
 // attemptOf reads HeaderAttempt: 1 when absent or not a positive integer.
+// notBeforeSlack is how early a retry copy may come back and still run:
+// delay queues expire messages to the millisecond, but clocks and the
+// broker's expiry sweep are not that exact.
+const notBeforeSlack = 100 * time.Millisecond
+
+// notBeforeOf returns HeaderNotBefore, or the zero time.
+func notBeforeOf(h map[string]any) time.Time {
+	var ms int64
+	switch v := h[HeaderNotBefore].(type) {
+	case int64:
+		ms = v
+	case int32:
+		ms = int64(v)
+	case int:
+		ms = int64(v)
+	default:
+		return time.Time{}
+	}
+	return time.UnixMilli(ms)
+}
+
 func attemptOf(h map[string]any) int {
 	var n int64
 	switch v := h[HeaderAttempt].(type) {

@@ -174,6 +174,10 @@ func retryCopy(m amqp.Delivery, r worker.Retry, expiration string) amqp.Publishi
 	h[worker.HeaderAttempt] = int32(max(r.Attempt, 1))
 	h[worker.HeaderRetryClass] = string(r.Class)
 	h[worker.HeaderRetryReason] = r.Reason
+	delete(h, worker.HeaderNotBefore)
+	if !r.NotBefore.IsZero() {
+		h[worker.HeaderNotBefore] = r.NotBefore.UnixMilli()
+	}
 	p := republished(m, h)
 	p.Expiration = expiration
 	return p
