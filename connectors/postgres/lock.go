@@ -132,7 +132,7 @@ func (l *AdvisoryLocker) Config() LockConfig { return l.cfg }
 // takes at most a few seconds, and calls after the first do nothing.
 func (l *AdvisoryLocker) LockEntity(ctx context.Context, jc *jobs.Context) (unlock func(), err error) {
 	key := jobs.EntityLockKey(jc)
-	id := advisoryKey(key)
+	id := entityAdvisoryKey(jc)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", key, err)
 	}
@@ -223,6 +223,13 @@ func destroy(pc *pgxpool.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), unlockTimeout)
 	defer cancel()
 	_ = conn.Close(ctx) // the session ends either way: Close always closes the socket
+}
+
+// entityAdvisoryKey is the advisory lock key of jc's entity. Advisory locks
+// span the whole database, so the table is part of it: two deployments
+// sharing one database (a schema each, say) never wait on each other.
+func entityAdvisoryKey(jc *jobs.Context) int64 {
+	return advisoryKey(jc.Entity + "\x00" + jobs.EntityLockKey(jc))
 }
 
 // advisoryKey is the advisory lock key of an entity lock key: its FNV-1a

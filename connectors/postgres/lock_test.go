@@ -158,6 +158,11 @@ func TestAdvisoryKey(t *testing.T) {
 	require.Equal(t, int64(-5808556873153909620), advisoryKey("a"))   // 0xaf63dc4c8601ec8c
 	require.Equal(t, int64(-2543842089295555209), advisoryKey("foo")) // 0xdcb27518fed9d577
 	require.NotEqual(t, advisoryKey("1:i|1:c|2:id=1:1"), advisoryKey("1:i|1:c|2:id=1:2"))
+	same := func(table string) *jobs.Context {
+		return &jobs.Context{Integration: "i", Connector: "c", Entity: table, IDFilter: jobs.IDFilter{{Column: "id", Value: int64(1)}}}
+	}
+	require.NotEqual(t, entityAdvisoryKey(same("a.customers")), entityAdvisoryKey(same("b.customers")),
+		"the same entity key in two schemas of one database must not share a lock")
 }
 
 func TestNewAdvisoryLocker(t *testing.T) {
@@ -231,7 +236,7 @@ func (e *lockEnv) backends(t *testing.T, jc *jobs.Context) (holders, waiters []i
 SELECT pid, granted FROM pg_locks
 WHERE locktype = 'advisory' AND objsubid = 1
   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-  AND ((classid::bigint << 32) | objid::bigint) = $1`, advisoryKey(jobs.EntityLockKey(jc)))
+  AND ((classid::bigint << 32) | objid::bigint) = $1`, entityAdvisoryKey(jc))
 	require.NoError(t, err)
 	defer rows.Close()
 	for rows.Next() {
