@@ -50,8 +50,10 @@ type AMQPConfig struct {
 	// Prefetch bounds unacknowledged deliveries per worker. Default 20;
 	// 0 (unlimited) is refused.
 	Prefetch *int `yaml:"prefetch"`
-	// DeliveryLimit: after this many deliveries of one message (a crash
-	// loop) the queue dead-letters it. Default 10.
+	// DeliveryLimit: a message returned to the queue more than this many
+	// times (a crash loop; shutdown requeues count too) is dead-lettered
+	// by the queue, so it is delivered at most DeliveryLimit+1 times.
+	// Default 10.
 	DeliveryLimit int `yaml:"delivery_limit"`
 	// MaxMessageBytes rejects larger bodies before parsing. Default 256 KiB.
 	MaxMessageBytes int `yaml:"max_message_bytes"`

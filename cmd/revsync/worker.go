@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"sync/atomic"
@@ -99,10 +98,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		zap.String("queue", cfg.AMQP.Queue), zap.Int("prefetch", *cfg.AMQP.Prefetch),
 		zap.Int("concurrency", w.Config().Concurrency), zap.Int("routes", len(catalog.Routes())))
 
-	if err := client.Run(ctx, w); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	return nil
+	return client.Run(ctx, w)
 }
 
 // dialCLI connects a command other than worker to the broker. Dialling

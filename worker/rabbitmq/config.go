@@ -60,10 +60,11 @@ type Config struct {
 	// (cmd/revsync does). Negative is an error. Keep it at least the
 	// worker's concurrency.
 	Prefetch int
-	// DeliveryLimit is the work queue's x-delivery-limit: after this many
-	// deliveries (redeliveries after a crash, requeues on shutdown
-	// included) the queue dead-letters the message to DeadLetterExchange
-	// without x-revsync-* headers. Default 10: RabbitMQ counts a requeue
+	// DeliveryLimit is the work queue's x-delivery-limit: a message
+	// returned to the queue more than this many times (redeliveries after
+	// a crash, requeues on shutdown included) is dead-lettered by the queue
+	// to DeadLetterExchange without x-revsync-* headers; it is delivered at
+	// most DeliveryLimit+1 times. Default 10: RabbitMQ counts a requeue
 	// on shutdown as a delivery too, so a tight limit would dead-letter
 	// messages that merely sat in a prefetch window through a few restarts.
 	DeliveryLimit int
