@@ -14,6 +14,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/revsync/revsync/worker/rabbitmq/rabbittest"
 )
 
 // TestNorthwindEndToEnd drives the real binary: every Northwind customer
@@ -23,6 +25,7 @@ import (
 // empty and SIGTERM ends the worker with exit code 0.
 func TestNorthwindEndToEnd(t *testing.T) {
 	t.Parallel()
+	rabbittest.Shared(t)
 	svc := requireServices(t)
 	remote := startJSONServer(t, "customers", "order_lines")
 	nw := loadNorthwind(t, svc.DatabaseURL)

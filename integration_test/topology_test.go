@@ -6,6 +6,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/stretchr/testify/require"
+
+	"github.com/revsync/revsync/worker/rabbitmq/rabbittest"
 )
 
 // TestTopologyMismatchExits78 is F12: the work queue already exists as a
@@ -14,6 +16,7 @@ import (
 // argument, and leave the queue and its message alone.
 func TestTopologyMismatchExits78(t *testing.T) {
 	t.Parallel()
+	rabbittest.Shared(t)
 	svc := requireServices(t)
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
