@@ -333,3 +333,50 @@ func TestRetryAfterIsAFloorEvenPastTheDelayQueues(t *testing.T) {
 	require.Equal(t, 1, reads)
 	require.Equal(t, 1, calls.Acks)
 }
+
+// TestFarFutureNotBeforeIsIgnored: a not-before further ahead than any
+// Retry-After revsync honours (a wrong clock, a stray header) must not keep
+// a message cycling through the delay queues: it runs.
+func TestFarFutureNotBeforeIsIgnored(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	w, _ := newWorker(t, rec, nil)
+	d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-1", "crm.customer")
+	d.Headers = map[string]any{worker.HeaderNotBefore: int64(32503680000000)} // the year 3000
+	calls := runOne(t, w, d, s)
+	reads, _ := rec.counts()
+	require.Equal(t, 1, reads)
+	require.Equal(t, 1, calls.Acks)
+}
+
+// TestRetriesDoNotOpenTheBreaker: one entity failing again and again on
+// its retries must not open the breaker for its whole integration; fresh
+// events still run.
+func TestRetriesDoNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{fail: failTransiently(0)}
+	w, _ := newWorker(t, rec, func(c *worker.Config) {
+		c.Breaker = worker.BreakerConfig{MinCalls: 2, WindowCalls: 4, FailureRatio: 0.5, CoolDown: time.Minute}
+	})
+	src := workertest.NewSource(8)
+	var settlers []*workertest.Settler
+	for attempt := range int32(4) {
+		d, s := workertest.NewDelivery(workertest.CustomerBody("BAD"), fmt.Sprintf("retry-%d", attempt), "crm.customer")
+		d.Headers = map[string]any{worker.HeaderAttempt: attempt + 2}
+		require.True(t, src.Send(d))
+		settlers = append(settlers, s)
+	}
+	stop := started(t, w, src)
+	for _, s := range settlers {
+		waitSettled(t, s)
+	}
+	fresh, s := workertest.NewDelivery(workertest.CustomerBody("GOOD"), "fresh", "crm.customer")
+	require.True(t, src.Send(fresh))
+	waitSettled(t, s)
+	require.NoError(t, stop())
+	retries := s.Calls().Retries
+	require.Len(t, retries, 1)
+	require.NotEqual(t, worker.ClassBreakerOpen, retries[0].Class, "the fresh event ran: the breaker stayed closed")
+	reads, _ := rec.counts()
+	require.Equal(t, 5, reads)
+}

@@ -433,9 +433,13 @@ func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Deli
 	if r.admitted {
 		// Neither a shutdown nor waiting for another run of the same
 		// entity says anything about the remote's health.
-		if jobCtx.Err() != nil || errors.Is(r.err, jobs.ErrEntityLocked) {
+		switch {
+		case jobCtx.Err() != nil || errors.Is(r.err, jobs.ErrEntityLocked):
 			w.breakers.release(r.event.Integration, r.probe)
-		} else {
+		case r.probe || r.attempt == 1:
+			// Retries are not counted: one failing entity retried five
+			// times must not weigh like five failing calls and open the
+			// breaker for the whole integration.
 			w.breakers.record(r.event.Integration, r.probe, jobs.ClassOf(r.err) == jobs.ClassTransient)
 		}
 	}
@@ -718,7 +722,13 @@ func routingKeyOf(d Delivery) string {
 // broker's expiry sweep are not that exact.
 const notBeforeSlack = 100 * time.Millisecond
 
-// notBeforeOf returns HeaderNotBefore, or the zero time.
+// MaxNotBefore is how far ahead a retry copy's not-before time may be; a
+// later one (a wrong clock, a stray header) is ignored rather than kept
+// waiting for. It matches the longest Retry-After a connector honours.
+const MaxNotBefore = time.Hour
+
+// notBeforeOf returns HeaderNotBefore, or the zero time when absent or
+// more than MaxNotBefore ahead.
 func notBeforeOf(h map[string]any) time.Time {
 	var ms int64
 	switch v := h[HeaderNotBefore].(type) {
@@ -731,7 +741,11 @@ func notBeforeOf(h map[string]any) time.Time {
 	default:
 		return time.Time{}
 	}
-	return time.UnixMilli(ms)
+	nb := time.UnixMilli(ms)
+	if time.Until(nb) > MaxNotBefore+notBeforeSlack {
+		return time.Time{}
+	}
+	return nb
 }
 
 func attemptOf(h map[string]any) int {

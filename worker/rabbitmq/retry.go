@@ -67,12 +67,16 @@ func retryDelays(delays []time.Duration) []time.Duration {
 	return slices.Compact(out)
 }
 
-// ttlMillis is d in milliseconds, rounded up, at least 0.
+// maxTTL is the longest message TTL RabbitMQ takes: 2^32-1 ms, about 49
+// days.
+const maxTTL = 1<<32 - 1
+
+// ttlMillis is d in milliseconds, rounded up, between 0 and maxTTL.
 func ttlMillis(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
-	return int64((d + time.Millisecond - 1) / time.Millisecond)
+	return min(d.Milliseconds()+min(int64(d%time.Millisecond), 1), maxTTL)
 }
 
 // retryQueueArgs are the arguments of the delay queue of delay d: a quorum

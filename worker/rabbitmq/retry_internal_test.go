@@ -1,6 +1,7 @@
 package rabbitmq
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -124,4 +125,14 @@ func TestRetryCopy(t *testing.T) {
 	ex, rk = originalRoute(m)
 	require.Equal(t, "events", ex)
 	require.Equal(t, "crm.customer", rk)
+}
+
+func TestTTLMillisSaturates(t *testing.T) {
+	t.Parallel()
+	for d, want := range map[time.Duration]int64{
+		-time.Second: 0, 0: 0, time.Nanosecond: 1, time.Millisecond: 1, 1500 * time.Microsecond: 2,
+		time.Second: 1000, math.MaxInt64: maxTTL, 100 * 24 * time.Hour: maxTTL,
+	} {
+		require.Equal(t, want, ttlMillis(d), "ttlMillis(%v)", d)
+	}
 }
