@@ -283,8 +283,8 @@ func ValidateIntegrations(file string, integrations []Integration, jobs []*Job) 
 					bad(cp, `key "retry.max_attempts": must be at least 1, got %d`, r.MaxAttempts)
 				}
 				for i, d := range r.Schedule {
-					if d <= 0 {
-						bad(cp, `key "retry.schedule[%d]": must be positive, got %s`, i, time.Duration(d))
+					if d <= 0 || time.Duration(d) > MaxRetryDelay {
+						bad(cp, `key "retry.schedule[%d]": must be between 0 and %s, got %s`, i, MaxRetryDelay, time.Duration(d))
 					}
 				}
 			}
@@ -325,6 +325,11 @@ func (e *Entity) validate() error {
 	}
 	return nil
 }
+
+// MaxRetryDelay is the longest step a retry schedule may have: a delayed
+// retry waits on the broker, and a day is already far past any outage a
+// retry should ride out.
+const MaxRetryDelay = 24 * time.Hour
 
 // Duration is a time.Duration that decodes from YAML strings like "10s".
 type Duration time.Duration

@@ -37,5 +37,5 @@ connectors:
 	c.Retry = &jobs.RetryPolicy{Schedule: []jobs.Duration{jobs.Duration(time.Second), 0}}
 	err := jobs.ValidateIntegrations("revsync.yaml", []jobs.Integration{in}, nil)
 	require.ErrorContains(t, err, `revsync.yaml: integration "crm" connector "customer": key "retry.max_attempts": must be at least 1, got 0`)
-	require.ErrorContains(t, err, `key "retry.schedule[1]": must be positive, got 0s`)
+	require.ErrorContains(t, err, `key "retry.schedule[1]": must be between 0 and 24h0m0s, got 0s`)
 }

@@ -57,8 +57,8 @@ type RetryPolicy struct {
 func (p RetryPolicy) withDefaults() (RetryPolicy, error) {
 	var errs []string
 	for i, d := range p.Schedule {
-		if d <= 0 {
-			errs = append(errs, fmt.Sprintf("Config.Retry.Schedule[%d] must be positive, got %v", i, d))
+		if d <= 0 || d > jobs.MaxRetryDelay {
+			errs = append(errs, fmt.Sprintf("Config.Retry.Schedule[%d] must be between 0 and %v, got %v", i, jobs.MaxRetryDelay, d))
 		}
 	}
 	if p.Jitter >= 1 {
@@ -176,12 +176,16 @@ func (w *Worker) decide(r *run, now time.Time) decision {
 	}
 	class := jobs.ClassOf(r.err)
 	reason := truncate(r.err.Error(), MaxReasonBytes)
+	if errors.Is(r.err, jobs.ErrEntityLocked) {
+		// Another run of the entity held its lock: nothing failed, so
+		// wait for the first step of the schedule without spending an
+		// attempt. A lock is never held for ever (the locker bounds an
+		// idle holder), so this ends.
+		p := w.cfg.Retry.For(routeConnector(r))
+		return decision{retry: &Retry{Delay: w.jitter(p.Delay(1), p.Jitter), Attempt: r.attempt, Class: class, Reason: reason}}
+	}
 	if class == jobs.ClassTransient {
-		var conn *jobs.Connector
-		if r.route != nil {
-			conn = r.route.Connector
-		}
-		p := w.cfg.Retry.For(conn)
+		p := w.cfg.Retry.For(routeConnector(r))
 		if r.attempt < p.MaxAttempts {
 			retry := &Retry{Delay: w.jitter(p.Delay(r.attempt), p.Jitter), Attempt: r.attempt + 1, Class: class, Reason: reason}
 			if after := jobs.RetryAfter(r.err); after > retry.Delay {
@@ -195,6 +199,14 @@ func (w *Worker) decide(r *run, now time.Time) decision {
 		reason = truncate(fmt.Sprintf("%d attempts failed, the last with: %v", r.attempt, r.err), MaxReasonBytes)
 	}
 	return decision{dl: &DeadLetter{Class: class, Reason: reason, Attempt: r.attempt, FailedAt: now.UTC(), Host: w.cfg.Host}}
+}
+
+// routeConnector is the connector r ran for, or nil.
+func routeConnector(r *run) *jobs.Connector {
+	if r.route == nil {
+		return nil
+	}
+	return r.route.Connector
 }
 
 // jitter takes a random fraction of up to j off d.

@@ -157,7 +157,8 @@ func TestRetryPolicy(t *testing.T) {
 	require.Equal(t, DefaultRetrySchedule[0], time.Second, "the default schedule is not modified")
 
 	for p, want := range map[*RetryPolicy]string{
-		{Schedule: []time.Duration{time.Second, 0}}: "Config.Retry.Schedule[1] must be positive",
+		{Schedule: []time.Duration{time.Second, 0}}:              "Config.Retry.Schedule[1] must be between 0 and 24h0m0s, got 0s",
+		{Schedule: []time.Duration{time.Second, 25 * time.Hour}}: "Config.Retry.Schedule[1] must be between 0 and 24h0m0s, got 25h0m0s",
 		{Jitter: 1}:       "Config.Retry.Jitter must be below 1",
 		{MaxAttempts: -1}: "Config.Retry.MaxAttempts must not be negative",
 	} {

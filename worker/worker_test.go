@@ -707,4 +707,5 @@ func TestEntityLockTimeoutIsRetried(t *testing.T) {
 	retries := s.Calls().Retries
 	require.Len(t, retries, 1)
 	require.Equal(t, jobs.ClassTransient, retries[0].Class)
+	require.Equal(t, 1, retries[0].Attempt, "waiting for another run of the entity spends no attempt")
 }

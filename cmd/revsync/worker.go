@@ -53,7 +53,11 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	wcfg.Metrics = metrics
 	wcfg.Locker = postgres.NewAdvisoryLocker(pool, postgres.LockConfig{
 		AcquireTimeout: time.Duration(cfg.Database.AcquireTimeout),
-		Logger:         logger,
+		// A run never holds its lock longer than the message timeout;
+		// past that (plus a margin) the holder is frozen, and the server
+		// ends its session to free the entity.
+		HoldTimeout: cfg.Worker.MessageTimeout.Or(worker.DefaultMessageTimeout) + 10*time.Second,
+		Logger:      logger,
 	})
 	w, err := worker.New(wcfg)
 	if err != nil {

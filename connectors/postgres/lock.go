@@ -40,6 +40,10 @@ const (
 	lockTimeoutsSQL = "SELECT set_config('lock_timeout', $1, true), set_config('statement_timeout', $2, true)"
 	lockSQL         = "SELECT pg_advisory_lock($1)"
 	unlockSQL       = "SELECT pg_advisory_unlock($1)"
+	// holdSQL and unholdSQL set and reset the bound on an idle lock
+	// holder (LockConfig.HoldTimeout), for the session.
+	holdSQL   = "SELECT set_config('idle_session_timeout', $1, false)"
+	unholdSQL = "RESET idle_session_timeout"
 )
 
 // LockConfig configures an AdvisoryLocker. The zero value of every field
@@ -53,6 +57,14 @@ type LockConfig struct {
 	// AcquireTimeout bounds the wait for a free pool connection. Give it
 	// the pool's Config.AcquireTimeout. Default DefaultAcquireTimeout (5s).
 	AcquireTimeout time.Duration
+	// HoldTimeout, when set, bounds how long a lock may be held by a
+	// session that does nothing: the lock's session gets it as its
+	// idle_session_timeout (PostgreSQL 14+), so a worker that freezes
+	// (SIGSTOP, a stalled VM) while holding a lock loses its session, and
+	// the lock, once that much time has passed. Give it a little more than
+	// the longest a run may take (the worker's message timeout). Default 0:
+	// no bound.
+	HoldTimeout time.Duration
 	// Logger receives debug messages about locks taken and a warning when
 	// a lock could not be released and its connection was closed instead.
 	// Default zap.NewNop().
@@ -155,6 +167,9 @@ func (l *AdvisoryLocker) LockEntity(ctx context.Context, jc *jobs.Context) (unlo
 	batch := &pgx.Batch{}
 	batch.Queue(lockTimeoutsSQL, millis(wait), millis(wait+lockGrace))
 	batch.Queue(lockSQL, id)
+	if l.cfg.HoldTimeout > 0 {
+		batch.Queue(holdSQL, millis(l.cfg.HoldTimeout))
+	}
 	err = pc.SendBatch(qctx, batch).Close()
 	waited := time.Since(start)
 	if err != nil {
@@ -203,6 +218,9 @@ func (l *AdvisoryLocker) unlock(pc *pgxpool.Conn, id int64, log *zap.Logger, loc
 	defer cancel()
 	var released bool
 	err := pc.QueryRow(ctx, unlockSQL, id).Scan(&released)
+	if err == nil && released && l.cfg.HoldTimeout > 0 {
+		_, err = pc.Exec(ctx, unholdSQL)
+	}
 	switch {
 	case err == nil && released:
 		pc.Release()

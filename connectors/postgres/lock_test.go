@@ -637,3 +637,35 @@ var (
 	_ jobs.EntityLocker = (*AdvisoryLocker)(nil)
 	_ jobs.EntityLocker = jobs.EntityLockerFunc(func(context.Context, *jobs.Context) (func(), error) { return func() {}, nil })
 )
+
+// TestAdvisoryLockerFrozenHolderLosesTheLock: a holder that does nothing
+// past HoldTimeout (a SIGSTOPped worker) loses its session, and with it
+// the lock, so the entity is not blocked for ever. A holder that releases
+// in time leaves its pooled connection without the bound.
+func TestAdvisoryLockerFrozenHolderLosesTheLock(t *testing.T) {
+	t.Parallel()
+	env := newLockEnv(t)
+	ctx := testCtx(t)
+	frozen := NewAdvisoryLocker(env.pool(t, 1), LockConfig{HoldTimeout: 300 * time.Millisecond})
+	next := NewAdvisoryLocker(env.pool(t, 1), LockConfig{WaitTimeout: 10 * time.Second})
+	jc := env.job("ALFKI", "m1")
+
+	_ = lockFor(ctx, t, frozen, jc) // never unlocked: the holder froze
+	holders, _ := env.backends(t, jc)
+	require.Len(t, holders, 1)
+	unlockNext := lockFor(ctx, t, next, env.job("ALFKI", "m2"))
+	nextHolders, _ := env.backends(t, jc)
+	require.Len(t, nextHolders, 1)
+	require.NotEqual(t, holders[0], nextHolders[0], "the frozen session was ended by the server")
+	unlockNext()
+
+	pool := env.pool(t, 1)
+	prompt := NewAdvisoryLocker(pool, LockConfig{HoldTimeout: time.Hour})
+	lockFor(ctx, t, prompt, env.job("ANATR", "m3"))()
+	pc, err := pool.Acquire(ctx)
+	require.NoError(t, err)
+	defer pc.Release()
+	var idle string
+	require.NoError(t, pc.QueryRow(ctx, "SELECT current_setting('idle_session_timeout')").Scan(&idle))
+	require.Equal(t, "0", idle, "a released lock's connection goes back to the pool without the bound")
+}
