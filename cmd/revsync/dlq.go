@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/revsync/revsync/jobs"
@@ -37,6 +38,13 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if *limit < 0 {
 		return usageErrorf("--limit must not be negative")
+	}
+	known := []jobs.Class{jobs.ClassInvalidMessage, jobs.ClassUnknownRoute, jobs.ClassIntegrationDisabled,
+		jobs.ClassPermanent, jobs.ClassPanic, jobs.ClassTransient, jobs.ClassRetriesExhausted, rabbitmq.ClassDeliveryLimit}
+	for _, c := range only {
+		if !slices.Contains(known, c) {
+			return usageErrorf("--class: unknown class %q (known: %v)", c, known)
+		}
 	}
 	cfg, err := loadConfig(*path, os.Getenv)
 	if err != nil {

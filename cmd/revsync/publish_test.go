@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -59,4 +60,15 @@ func TestReadEventFileNamesTheBadLine(t *testing.T) {
 	require.Equal(t, exitUsage, exitCode(err))
 	require.Contains(t, err.Error(), "events.jsonl:2")
 	require.Contains(t, err.Error(), `"op"`)
+}
+
+func TestDLQReplayRefusesAnUnknownClass(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr strings.Builder
+	err := run(t.Context(), []string{"dlq", "replay", "--config", filepath.Join("..", "..", defaultConfigPath),
+		"--class", "retrys_exhausted"}, &stdout, &stderr)
+	require.Error(t, err)
+	require.Equal(t, exitUsage, exitCode(err))
+	require.Contains(t, err.Error(), `unknown class "retrys_exhausted"`)
+	require.Contains(t, err.Error(), "retries_exhausted")
 }

@@ -168,3 +168,14 @@ func TestWithin(t *testing.T) {
 		t.Fatal("undo not called")
 	}
 }
+
+func TestTopologyErrorSaysWhetherTheQueueExists(t *testing.T) {
+	t.Parallel()
+	refused := (&TopologyError{Queue: "w.retry.2562047h", Declared: "durable, x-message-ttl=9223372036854",
+		Reason: "PRECONDITION_FAILED - invalid arg 'x-message-ttl' for queue 'w.retry.2562047h' in vhost '/': {value_too_large,9223372036854}"}).Error()
+	require.Contains(t, refused, "the broker refused to declare")
+	require.NotContains(t, refused, "already exists")
+	mismatch := (&TopologyError{Queue: "w", Argument: "x-queue-type", Declared: "x-queue-type=quorum",
+		Reason: "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'w' in vhost '/': received 'quorum' but current is 'classic'"}).Error()
+	require.Contains(t, mismatch, `already exists with a different "x-queue-type" argument`)
+}

@@ -23,8 +23,9 @@ const ClassDeliveryLimit jobs.Class = "delivery_limit"
 
 // ReplayOptions selects what ReplayDeadLetters moves back.
 type ReplayOptions struct {
-	// Limit caps how many messages are moved. Default 0: every message
-	// that was in the dead-letter queue when the replay started.
+	// Limit caps how many messages are moved (listed, in a dry run).
+	// Default 0: every message that was in the dead-letter queue when the
+	// replay started.
 	Limit int
 	// Classes, when not empty, moves only messages dead-lettered with one
 	// of these classes; the others stay in the dead-letter queue.
@@ -88,7 +89,7 @@ func (c *Client) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (Rep
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		if opts.Limit > 0 && res.Moved >= opts.Limit {
+		if opts.Limit > 0 && (res.Moved >= opts.Limit || (opts.DryRun && res.Skipped >= opts.Limit)) {
 			break
 		}
 		d, ok, err := ch.Get(c.cfg.DeadLetterQueue, false)

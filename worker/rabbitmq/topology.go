@@ -31,6 +31,11 @@ func (e *TopologyError) Error() string {
 	if e.Queue == "" {
 		what = fmt.Sprintf("exchange %q", e.Exchange)
 	}
+	if e.Argument == "" && !strings.Contains(e.Reason, "inequivalent") {
+		// Not a mismatch with an existing queue: the broker refused the
+		// declaration itself (say, a value out of its range).
+		return fmt.Sprintf("the broker refused to declare %s with %s: %s", what, e.Declared, e.Reason)
+	}
 	arg := "different arguments"
 	if e.Argument != "" {
 		// The broker names the first argument it finds different; others
