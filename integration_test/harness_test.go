@@ -23,8 +23,9 @@ import (
 	tcrabbitmq "github.com/testcontainers/testcontainers-go/modules/rabbitmq"
 )
 
-// integrationName is the integration every generated configuration
-// declares; routing keys are "<integration>.<connector>".
+// integrationName is the base name of the integration of generated
+// configurations; scopedName makes it each test's own. Routing keys are
+// "<integration>.<connector>".
 const integrationName = "northwind_crm"
 
 // Set by TestMain.

@@ -7,6 +7,8 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"reflect"
+	"sort"
 	"strconv"
 	"testing"
 	"time"
@@ -208,5 +210,47 @@ func asJSON(t *testing.T, v any) any {
 	require.NoError(t, err)
 	var out any
 	require.NoError(t, json.Unmarshal(data, &out))
+	return out
+}
+
+// diffItems describes how got differs from want, both keyed by id; "" when
+// they are equal.
+func diffItems(want, got map[string]any) string {
+	var missing, extra, differ []string
+	for id, w := range want {
+		g, ok := got[id]
+		switch {
+		case !ok:
+			missing = append(missing, id)
+		case !reflect.DeepEqual(w, g):
+			wj, _ := json.Marshal(w)
+			gj, _ := json.Marshal(g)
+			differ = append(differ, fmt.Sprintf("%s: want %s, got %s", id, wj, gj))
+		}
+	}
+	for id := range got {
+		if _, ok := want[id]; !ok {
+			extra = append(extra, id)
+		}
+	}
+	if len(missing)+len(extra)+len(differ) == 0 {
+		return ""
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	sort.Strings(differ)
+	first := func(s []string) []string { return s[:min(len(s), 3)] }
+	return fmt.Sprintf("%d items (want %d): %d missing %v, %d unexpected %v, %d differ %v",
+		len(got), len(want), len(missing), first(missing), len(extra), first(extra), len(differ), first(differ))
+}
+
+// subsetOf returns the entries of want whose key is in ids.
+func subsetOf(want map[string]any, ids []string) map[string]any {
+	out := make(map[string]any, len(ids))
+	for _, id := range ids {
+		if v, ok := want[id]; ok {
+			out[id] = v
+		}
+	}
 	return out
 }

@@ -2,11 +2,9 @@ package integration_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -31,28 +29,22 @@ func TestNorthwindEndToEnd(t *testing.T) {
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	cfg := s.WriteConfig(t)
+	c := newConfig(s)
+	cfg := c.Write(t)
 
 	// config validate: the generated configuration is fine; one naming an
 	// unknown job is a configuration error (78) that names the key.
 	s.MustRun(t, "config", "validate", "--config", cfg)
-	broken := *s
+	broken := *c
 	broken.ExportJob = "no_such_job"
-	brokenCfg := broken.WriteConfig(t)
+	brokenCfg := broken.Write(t)
 	res := s.Run(t, "config", "validate", "--config", brokenCfg)
 	require.Equal(t, 78, res.Code, "config validate of a configuration naming an unknown job\nstdout:\n%s\nstderr:\n%s", res.Stdout, res.Stderr)
 	require.Contains(t, res.Stderr, "export_job", "the error names the key")
 	require.Contains(t, res.Stderr, "no_such_job", "the error names the unknown job")
 
 	w := s.StartWorker(t, cfg)
-	waitFor(t, 20*time.Second, "the worker consuming from "+s.Queue, func() (bool, string) {
-		w.RequireRunning(t)
-		q, err := b.Inspect(s.Queue)
-		if err != nil {
-			return false, err.Error()
-		}
-		return q.Consumers > 0, fmt.Sprintf("%d consumers", q.Consumers)
-	})
+	waitConsumers(t, b, s.Queue, 1, w)
 
 	// Phase 1: every customer and 100 order lines, with poison messages
 	// published raw in between.
@@ -64,20 +56,23 @@ func TestNorthwindEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	customerEvents := filepath.Join(dir, "customers.jsonl")
 	lineEvents := filepath.Join(dir, "order_lines.jsonl")
+	event := func(connector string, id map[string]any) []byte {
+		return entityEvent{Integration: c.Integration(), Connector: connector, ID: id}.Body(t)
+	}
 	var buf bytes.Buffer
 	for _, id := range customerIDs {
-		buf.Write(eventJSON(t, "customer", map[string]any{"customer_id": id}, "upsert", nil))
+		buf.Write(event("customer", map[string]any{"customer_id": id}))
 		buf.WriteByte('\n')
 	}
 	require.NoError(t, os.WriteFile(customerEvents, buf.Bytes(), 0o600))
 	buf.Reset()
 	for _, k := range lines {
-		buf.Write(eventJSON(t, "order_line", map[string]any{"order_id": k.OrderID, "product_id": k.ProductID}, "upsert", nil))
+		buf.Write(event("order_line", map[string]any{"order_id": k.OrderID, "product_id": k.ProductID}))
 		buf.WriteByte('\n')
 	}
 	require.NoError(t, os.WriteFile(lineEvents, buf.Bytes(), 0o600))
 
-	poisons := poisonMessages(t, s, customerIDs[0])
+	poisons := poisonMessages(t, c, customerIDs[0])
 	s.MustRun(t, "publish", "--config", cfg, "--file", customerEvents)
 	for _, p := range poisons[:3] {
 		b.Publish(t, s.Exchange, p.RoutingKey, p.publishing())
@@ -115,7 +110,7 @@ func TestNorthwindEndToEnd(t *testing.T) {
 	require.EqualValues(t, 1, n)
 
 	publish := func(connector string, extra ...string) {
-		args := append([]string{"publish", "--config", cfg, "--integration", integrationName, "--connector", connector}, extra...)
+		args := append([]string{"publish", "--config", cfg, "--integration", c.Integration(), "--connector", connector}, extra...)
 		res := s.MustRun(t, args...)
 		require.NotEmpty(t, strings.TrimSpace(res.Stdout), "revsync publish prints the message id")
 	}
@@ -144,27 +139,9 @@ func TestNorthwindEndToEnd(t *testing.T) {
 		}
 		return q.Messages >= len(poisons), fmt.Sprintf("%d messages", q.Messages)
 	})
-	// A passive declare counts only ready messages; rabbitmqctl also counts
-	// unacknowledged ones but from statistics refreshed every few seconds.
-	_, haveCtl, _ := b.Counts(s.Queue)
-	waitFor(t, 20*time.Second, s.Queue+" empty (0 ready, 0 unacked)", func() (bool, string) {
-		w.RequireRunning(t)
-		q, err := b.Inspect(s.Queue)
-		if err != nil {
-			return false, err.Error()
-		}
-		if q.Messages != 0 || !haveCtl {
-			return q.Messages == 0, fmt.Sprintf("%d ready", q.Messages)
-		}
-		c, _, err := b.Counts(s.Queue)
-		if err != nil {
-			return false, err.Error()
-		}
-		return c.Ready == 0 && c.Unacked == 0, fmt.Sprintf("rabbitmqctl: %d ready, %d unacked", c.Ready, c.Unacked)
-	})
-	if !haveCtl {
-		t.Log("rabbitmqctl unavailable: unacknowledged messages are checked after the worker stops")
-	}
+	// Without rabbitmqctl, unacknowledged messages are checked after the
+	// worker stops.
+	waitQueueEmpty(t, b, s.Queue, 20*time.Second, func() { w.RequireRunning(t) })
 
 	require.Equal(t, 0, w.Stop(t, 30*time.Second), "exit code after SIGTERM")
 
@@ -202,25 +179,28 @@ func (p poison) publishing() amqp.Publishing {
 // poisonMessages are the F05 and F06 messages: no message id, an unknown
 // connector, truncated JSON, a body over max_message_bytes and an
 // identifier of the wrong type.
-func poisonMessages(t *testing.T, s *setup, customerID string) []poison {
+func poisonMessages(t *testing.T, s *workerConfig, customerID string) []poison {
 	t.Helper()
 	id := func(c string) string { return "poison-" + c + "-" + s.Prefix }
-	key := func(connector string) string { return integrationName + "." + connector }
-	valid := eventJSON(t, "order_line", map[string]any{"order_id": 10248, "product_id": 11}, "upsert", nil)
-	oversize := eventJSON(t, "customer", map[string]any{"customer_id": customerID}, "upsert",
+	key := func(connector string) string { return s.Integration() + "." + connector }
+	eventJSON := func(connector string, id, params map[string]any) []byte {
+		return entityEvent{Integration: s.Integration(), Connector: connector, ID: id, Params: params}.Body(t)
+	}
+	valid := eventJSON("order_line", map[string]any{"order_id": 10248, "product_id": 11}, nil)
+	oversize := eventJSON("customer", map[string]any{"customer_id": customerID},
 		map[string]any{"padding": strings.Repeat("x", s.MaxMessageBytes)})
 	require.Greater(t, len(oversize), s.MaxMessageBytes)
 	poisons := []poison{
 		{Case: "no-message-id", RoutingKey: key("customer"), Class: "invalid_message",
-			Body: eventJSON(t, "customer", map[string]any{"customer_id": customerID}, "upsert", nil)},
+			Body: eventJSON("customer", map[string]any{"customer_id": customerID}, nil)},
 		{Case: "unknown-connector", RoutingKey: key("supplier"), MessageID: id("unknown-connector"), Class: "unknown_route",
-			Body: eventJSON(t, "supplier", map[string]any{"supplier_id": 1}, "upsert", nil)},
+			Body: eventJSON("supplier", map[string]any{"supplier_id": 1}, nil)},
 		{Case: "truncated-json", RoutingKey: key("order_line"), MessageID: id("truncated-json"), Class: "invalid_message",
 			Body: valid[:len(valid)/2]},
 		{Case: "oversize", RoutingKey: key("customer"), MessageID: id("oversize"), Class: "invalid_message",
 			Body: oversize},
 		{Case: "wrong-id-type", RoutingKey: key("order_line"), MessageID: id("wrong-id-type"), Class: "invalid_message",
-			Body: eventJSON(t, "order_line", map[string]any{"order_id": "10248", "product_id": 11}, "upsert", nil)},
+			Body: eventJSON("order_line", map[string]any{"order_id": "10248", "product_id": 11}, nil)},
 	}
 	stamp := time.Now().Add(-time.Hour).Truncate(time.Second).UTC()
 	for i := range poisons {
@@ -296,23 +276,6 @@ func headerInt(t *testing.T, h amqp.Table, key string) int64 {
 	return 0
 }
 
-// eventJSON renders an entity-changed event body (schema v1).
-func eventJSON(t *testing.T, connector string, id map[string]any, op string, params map[string]any) []byte {
-	t.Helper()
-	ev := struct {
-		Version     int            `json:"version"`
-		Integration string         `json:"integration"`
-		Connector   string         `json:"connector"`
-		ID          map[string]any `json:"id"`
-		Op          string         `json:"op"`
-		Parameters  map[string]any `json:"parameters,omitempty"`
-		OccurredAt  string         `json:"occurred_at"`
-	}{1, integrationName, connector, id, op, params, time.Now().UTC().Format(time.RFC3339)}
-	data, err := json.Marshal(ev)
-	require.NoError(t, err)
-	return data
-}
-
 // waitForRemote waits until a remote collection holds exactly want.
 func waitForRemote(t *testing.T, w *worker, remote *jsonServer, collection string, want map[string]any) {
 	t.Helper()
@@ -325,35 +288,4 @@ func waitForRemote(t *testing.T, w *worker, remote *jsonServer, collection strin
 		d := diffItems(want, got)
 		return d == "", d
 	})
-}
-
-// diffItems describes how got differs from want, both keyed by id; "" when
-// they are equal.
-func diffItems(want, got map[string]any) string {
-	var missing, extra, differ []string
-	for id, w := range want {
-		g, ok := got[id]
-		switch {
-		case !ok:
-			missing = append(missing, id)
-		case !reflect.DeepEqual(w, g):
-			wj, _ := json.Marshal(w)
-			gj, _ := json.Marshal(g)
-			differ = append(differ, fmt.Sprintf("%s: want %s, got %s", id, wj, gj))
-		}
-	}
-	for id := range got {
-		if _, ok := want[id]; !ok {
-			extra = append(extra, id)
-		}
-	}
-	if len(missing)+len(extra)+len(differ) == 0 {
-		return ""
-	}
-	sort.Strings(missing)
-	sort.Strings(extra)
-	sort.Strings(differ)
-	first := func(s []string) []string { return s[:min(len(s), 3)] }
-	return fmt.Sprintf("%d items (want %d): %d missing %v, %d unexpected %v, %d differ %v",
-		len(got), len(want), len(missing), first(missing), len(extra), first(extra), len(differ), first(differ))
 }

@@ -24,10 +24,10 @@ import (
 // per write, a worker with prefetch 5 and concurrency 2, 5 events of 5
 // customers published, SIGTERM once 2 are in flight, then a 6th event.
 type shutdownRun struct {
-	s        *faultSetup
+	s        *workerConfig
 	b        *broker
 	nw       *northwind
-	remote   *memRemote
+	remote   *memoryRemote
 	w        *worker
 	byPath   map[string]string // remote item path → message id
 	all      []string          // the 6 message ids
@@ -40,22 +40,19 @@ func startShutdownRun(t *testing.T, grace string) *shutdownRun {
 	t.Helper()
 	rabbittest.Shared(t)
 	svc := requireServices(t)
-	remote := startMemRemote(t)
-	remote.Delay = func(r *http.Request) time.Duration {
+	remote := startMemoryRemote(t, "customers", "order_lines")
+	remote.SetPutCreates(true)
+	remote.SetFault(func(r seenRequest) remoteFault {
 		if r.Method == http.MethodGet {
-			return 0
+			return remoteFault{}
 		}
-		return 8 * time.Second
-	}
+		return remoteFault{Delay: 8 * time.Second}
+	})
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
-	s := newFaultSetup(t, svc, b, nw.Schema, remote.URL)
-	cfg := s.WriteConfigEdited(t, func(c map[string]any) {
-		cfgSet(c, "amqp.prefetch", 5)
-		cfgSet(c, "worker.concurrency", 2)
-		cfgSet(c, "worker.shutdown_grace", grace)
-	})
-	w := s.StartWorker(t, cfg)
+	s := newConfig(newSetup(t, svc, b, nw.Schema, remote.URL))
+	s.Prefetch, s.Concurrency, s.ShutdownGrace = 5, 2, grace
+	w := s.StartWorker(t, s.Write(t))
 	waitReady(t, w, 30*time.Second)
 
 	run := &shutdownRun{s: s, b: b, nw: nw, remote: remote, w: w,
@@ -70,7 +67,7 @@ func startShutdownRun(t *testing.T, grace string) *shutdownRun {
 	waitFor(t, 20*time.Second, "2 requests in flight at the remote", func() (bool, string) {
 		w.RequireRunning(t)
 		n := remote.InFlight()
-		return n == 2, fmt.Sprintf("%d in flight, %d requests", n, len(remote.Requests()))
+		return n == 2, fmt.Sprintf("%d in flight, %d requests", n, len(remote.Requests(nil)))
 	})
 	require.NoError(t, w.cmd.Process.Signal(syscall.SIGTERM))
 	run.sigterm = time.Now()
@@ -85,14 +82,14 @@ func startShutdownRun(t *testing.T, grace string) *shutdownRun {
 // in flight, and returns their message ids.
 func (run *shutdownRun) requireRemoteSawTwo(t *testing.T, answered bool) []string {
 	t.Helper()
-	reqs := run.remote.Requests()
+	reqs := run.remote.Requests(nil)
 	require.Len(t, reqs, 2, "requests the remote saw: %+v", reqs)
 	var ids []string
 	for _, r := range reqs {
 		require.Equal(t, http.MethodPut, r.Method, "request %+v", r)
 		id, ok := run.byPath[r.Path]
 		require.True(t, ok, "request for %s, not one of the 5 events", r.Path)
-		require.Equal(t, answered, r.Answered, "request %+v answered", r)
+		require.Equal(t, answered, r.Status != 0, "request %+v answered", r)
 		ids = append(ids, id)
 	}
 	return ids
@@ -134,13 +131,7 @@ func TestGracefulShutdownFinishesInFlightWork(t *testing.T) {
 
 	// With the worker gone, anything it had not acknowledged would be
 	// ready again: 4 ready means the 2 exports were acknowledged.
-	waitFor(t, 10*time.Second, "4 messages ready in "+s.Queue, func() (bool, string) {
-		q, err := b.Inspect(s.Queue)
-		if err != nil {
-			return false, err.Error()
-		}
-		return q.Messages == 4, fmt.Sprintf("%d ready", q.Messages)
-	})
+	waitMessagesReady(t, b, s.Queue, 4, 10*time.Second)
 	left := b.Drain(t, s.Queue)
 	var want []string
 	for _, id := range run.all {
@@ -154,9 +145,7 @@ func TestGracefulShutdownFinishesInFlightWork(t *testing.T) {
 			require.False(t, d.Redelivered, "the 6th event, published after SIGTERM, was never delivered")
 		}
 	}
-	dlq, err := b.Inspect(s.DLQ)
-	require.NoError(t, err)
-	require.Equal(t, 0, dlq.Messages, "nothing dead-lettered")
+	require.Equal(t, 0, dlqMessages(t, b, s.setup), "nothing dead-lettered")
 
 	require.Equal(t, 3, countLogs(w.stderrPath, "message requeued: worker stopping before it started", nil),
 		"each unstarted message is requeued once")
@@ -180,18 +169,10 @@ func TestShutdownGraceExceededRequeuesInFlightWork(t *testing.T) {
 	run.requireRemoteSawTwo(t, false)
 	require.Empty(t, run.remote.Items("customers"), "a cancelled export changed nothing at the remote")
 
-	waitFor(t, 10*time.Second, "all 6 messages ready in "+s.Queue, func() (bool, string) {
-		q, err := b.Inspect(s.Queue)
-		if err != nil {
-			return false, err.Error()
-		}
-		return q.Messages == 6, fmt.Sprintf("%d ready", q.Messages)
-	})
+	waitMessagesReady(t, b, s.Queue, 6, 10*time.Second)
 	left := b.Drain(t, s.Queue)
 	require.Equal(t, sorted(run.all), messageIDs(left), "every event is back in the queue; lost = 0")
-	dlq, err := b.Inspect(s.DLQ)
-	require.NoError(t, err)
-	require.Equal(t, 0, dlq.Messages, "nothing dead-lettered")
+	require.Equal(t, 0, dlqMessages(t, b, s.setup), "nothing dead-lettered")
 	require.Equal(t, 2, countLogs(w.stderrPath, "message interrupted by shutdown and requeued", nil),
 		"the 2 cancelled exports are requeued")
 }
@@ -218,13 +199,12 @@ func TestBrokerGoneWithReconnectBudgetExitsNonZero(t *testing.T) {
 	rabbittest.Exclusive(t)
 	svc := requireServices(t)
 	nw := loadNorthwind(t, svc.DatabaseURL)
-	b := dialBrokerForFaults(t, svc)
-	s := newFaultSetup(t, svc, b, nw.Schema, "http://127.0.0.1:9") // nothing is exported
+	b := dialBroker(t, svc)
+	s := newConfig(newSetup(t, svc, b, nw.Schema, "http://127.0.0.1:9")) // nothing is exported
 	app := controlBrokerApp(t, b)
 
-	w := s.StartWorker(t, s.WriteConfigEdited(t, func(c map[string]any) {
-		cfgSet(c, "amqp.reconnect_timeout", "3s")
-	}))
+	s.ReconnectTimeout = "3s"
+	w := s.StartWorker(t, s.Write(t))
 	waitReady(t, w, 30*time.Second)
 
 	app.Stop(t)
@@ -258,12 +238,13 @@ func TestBrokerGoneWithReconnectBudgetExitsNonZero(t *testing.T) {
 func TestBrokerGoneByDefaultWorkerWaitsNotReady(t *testing.T) {
 	rabbittest.Exclusive(t)
 	svc := requireServices(t)
-	remote := startMemRemote(t)
+	remote := startMemoryRemote(t, "customers", "order_lines")
+	remote.SetPutCreates(true)
 	nw := loadNorthwind(t, svc.DatabaseURL)
-	b := dialBrokerForFaults(t, svc)
-	s := newFaultSetup(t, svc, b, nw.Schema, remote.URL)
+	b := dialBroker(t, svc)
+	s := newConfig(newSetup(t, svc, b, nw.Schema, remote.URL))
 	app := controlBrokerApp(t, b)
-	cfg := s.WriteConfigEdited(t, nil) // amqp.reconnect_timeout unset: retry for ever
+	cfg := s.Write(t) // amqp.reconnect_timeout unset: retry for ever
 	customers := nw.CustomerIDs(t)
 
 	w1 := s.StartWorker(t, cfg)
@@ -299,10 +280,8 @@ func TestBrokerGoneByDefaultWorkerWaitsNotReady(t *testing.T) {
 	publishCustomerEvent(t, b, s, customers[1])
 	waitForItems(t, remote, "customers", 2, 20*time.Second, w1, w2)
 	require.Empty(t, diffItems(subsetOf(nw.ExpectedCustomers(t), customers[:2]), remote.Items("customers")))
-	waitQueueSettled(t, b, s.Queue, 20*time.Second, nil)
-	dlq, err := b.Inspect(s.DLQ)
-	require.NoError(t, err)
-	require.Equal(t, 0, dlq.Messages)
+	waitQueueEmpty(t, b, s.Queue, 20*time.Second, nil)
+	require.Equal(t, 0, dlqMessages(t, b, s.setup))
 
 	delays := map[string][]string{}
 	for _, l := range logLines(w1.stderrPath) {
@@ -317,18 +296,6 @@ func TestBrokerGoneByDefaultWorkerWaitsNotReady(t *testing.T) {
 	require.Equal(t, 0, w2.Stop(t, 30*time.Second), "exit code of the worker started during the outage")
 	requireNoPassword(t, svc.AMQPURL, w1.Stderr(t))
 	requireNoPassword(t, svc.AMQPURL, w2.Stderr(t))
-}
-
-// waitForItems waits until a remote collection holds n items.
-func waitForItems(t *testing.T, remote *memRemote, collection string, n int, timeout time.Duration, ws ...*worker) {
-	t.Helper()
-	waitFor(t, timeout, fmt.Sprintf("%d items in remote /%s", n, collection), func() (bool, string) {
-		for _, w := range ws {
-			w.RequireRunning(t)
-		}
-		got := len(remote.Items(collection))
-		return got >= n, fmt.Sprintf("%d items", got)
-	})
 }
 
 // ---------------------------------------------------------------------------
@@ -468,39 +435,37 @@ func TestCrashLoopEndsInDLQAfterDeliveryLimit(t *testing.T) {
 	t.Parallel()
 	rabbittest.Shared(t)
 	svc := requireServices(t)
-	remote := startMemRemote(t)
+	remote := startMemoryRemote(t, "customers", "order_lines")
+	remote.SetPutCreates(true)
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
-	s := newFaultSetup(t, svc, b, nw.Schema, remote.URL)
+	s := newConfig(newSetup(t, svc, b, nw.Schema, remote.URL))
 
 	customers := nw.CustomerIDs(t)
 	poison, normal, late := customers[0], customers[1:6], customers[6]
 	poisonPath := "/customers/" + poison
-	poisonSeen := make(chan remoteRequest, 64)
-	remote.Delay = func(r *http.Request) time.Duration {
-		if r.URL.Path == poisonPath {
-			return -1 // hang until the client goes away
+	// The remote calls the fault function under its lock as each request
+	// arrives: the channel's room keeps the send from blocking it.
+	poisonSeen := make(chan seenRequest, 64)
+	remote.SetFault(func(r seenRequest) remoteFault {
+		if r.Path == poisonPath {
+			poisonSeen <- r
+			return remoteFault{Hang: true} // until the client goes away
 		}
-		return 0
-	}
-	remote.OnRequest = func(req remoteRequest) {
-		if req.Path == poisonPath {
-			poisonSeen <- req
-		}
-	}
+		return remoteFault{}
+	})
 
 	const deliveryLimit = 3
 	configs := map[string]string{}
 	for _, name := range []string{"r1", "r2"} {
-		configs[name] = s.WriteConfigEdited(t, func(c map[string]any) {
-			cfgSet(c, "amqp.delivery_limit", deliveryLimit)
-			// One message per replica at a time: a kill returns only the
-			// message being exported.
-			cfgSet(c, "amqp.prefetch", 1)
-			cfgSet(c, "worker.concurrency", 1)
-			cfgSet(c, "amqp.connection_name", s.Prefix+"-"+name)
-			cfgSet(c, "integration.transport.headers", map[string]any{"X-Source": "revsync", "X-Replica": name})
-		})
+		c := newConfig(s.setup)
+		c.DeliveryLimit = deliveryLimit
+		// One message per replica at a time: a kill returns only the
+		// message being exported.
+		c.Prefetch, c.Concurrency = 1, 1
+		c.ConnectionName = s.Prefix + "-" + name
+		c.Integrations[0].Headers = map[string]string{"X-Replica": name}
+		configs[name] = c.Write(t)
 	}
 	sup := superviseReplicas(t, s.setup, configs)
 	for name := range configs {
@@ -532,8 +497,9 @@ func TestCrashLoopEndsInDLQAfterDeliveryLimit(t *testing.T) {
 		for {
 			select {
 			case req := <-poisonSeen:
-				sup.Kill(t, req.Replica)
-				kills[req.Replica]++
+				replica := req.Header.Get("X-Replica")
+				sup.Kill(t, replica)
+				kills[replica]++
 				total++
 				continue
 			default:
@@ -552,7 +518,7 @@ func TestCrashLoopEndsInDLQAfterDeliveryLimit(t *testing.T) {
 	// replicas up and ready: nothing is left to kill them.
 	waitForItems(t, remote, "customers", len(normal), 30*time.Second)
 	require.Empty(t, diffItems(subsetOf(nw.ExpectedCustomers(t), normal), remote.Items("customers")))
-	waitQueueSettled(t, b, s.Queue, 30*time.Second, func() { require.NoError(t, sup.Err()) })
+	waitQueueEmpty(t, b, s.Queue, 30*time.Second, func() { require.NoError(t, sup.Err()) })
 	for name := range configs {
 		waitReady(t, sup.Current(name), 30*time.Second)
 	}
@@ -560,14 +526,14 @@ func TestCrashLoopEndsInDLQAfterDeliveryLimit(t *testing.T) {
 	// does not come back.
 	publishCustomerEvent(t, b, s, late)
 	waitForItems(t, remote, "customers", len(normal)+1, 30*time.Second)
-	waitQueueSettled(t, b, s.Queue, 30*time.Second, nil)
+	waitQueueEmpty(t, b, s.Queue, 30*time.Second, nil)
 	require.Empty(t, poisonSeen, "the poison event was delivered again after it was dead-lettered")
 
 	var poisonRequests int
-	for _, r := range remote.Requests() {
+	for _, r := range remote.Requests(nil) {
 		if r.Path == poisonPath {
 			poisonRequests++
-			require.False(t, r.Answered, "the poison request was never answered")
+			require.Zero(t, r.Status, "the poison request was never answered")
 		}
 	}
 	require.Equal(t, total, poisonRequests, "one kill per poison request")
@@ -626,39 +592,35 @@ func requireDeliveryLimitDeath(t *testing.T, d amqp.Delivery, queue string) {
 // streamRun is a worker exporting a stream of customer events to a remote
 // that takes a little time per write, with a short retry schedule.
 type streamRun struct {
-	s        *faultSetup
+	s        *workerConfig
 	b        *broker
 	nw       *northwind
-	remote   *memRemote
+	remote   *memoryRemote
 	w        *worker
 	appName  string
 	expected map[string]any
 }
 
-func startStreamRun(t *testing.T, svc services, nw *northwind, b *broker, remote *memRemote) *streamRun {
+func startStreamRun(t *testing.T, svc services, nw *northwind, b *broker, remote *memoryRemote) *streamRun {
 	t.Helper()
-	remote.Delay = func(r *http.Request) time.Duration {
+	remote.SetPutCreates(true)
+	remote.SetFault(func(r seenRequest) remoteFault {
 		if r.Method == http.MethodGet {
-			return 0
+			return remoteFault{}
 		}
-		return 100 * time.Millisecond
-	}
-	s := newFaultSetup(t, svc, b, nw.Schema, remote.URL)
+		return remoteFault{Delay: 100 * time.Millisecond}
+	})
+	s := newConfig(newSetup(t, svc, b, nw.Schema, remote.URL))
 	// The worker's sessions are found by their own application_name, so
 	// that terminating them touches nobody else's.
 	appName := s.Prefix
 	s.DatabaseURL = withApplicationName(t, svc.DatabaseURL, appName)
-	cfg := s.WriteConfigEdited(t, func(c map[string]any) {
-		cfgSet(c, "worker.retry", map[string]any{
-			"schedule":     []any{"200ms", "500ms", "1s", "2s", "4s"},
-			"max_attempts": 8,
-		})
-		// A database outage fails every run: should the breaker open, it
-		// holds work back for only a short while.
-		cfgSet(c, "worker.breaker.cool_down", "2s")
-		cfgSet(c, "database.acquire_timeout", "2s")
-	})
-	w := s.StartWorker(t, cfg)
+	s.Retry = "{schedule: [200ms, 500ms, 1s, 2s, 4s], max_attempts: 8}"
+	// A database outage fails every run: should the breaker open, it
+	// holds work back for only a short while.
+	s.Breaker = "{cool_down: 2s}"
+	s.AcquireTimeout = "2s"
+	w := s.StartWorker(t, s.Write(t))
 	waitReady(t, w, 30*time.Second)
 	customers := nw.CustomerIDs(t)
 	for _, c := range customers {
@@ -683,12 +645,11 @@ func (run *streamRun) finish(t *testing.T) {
 		d := diffItems(run.expected, run.remote.Items("customers"))
 		return d == "", d
 	})
-	waitQueueSettled(t, run.b, run.s.Queue, 30*time.Second, func() { run.w.RequireRunning(t) })
-	dlq, err := run.b.Inspect(run.s.DLQ)
+	waitQueueEmpty(t, run.b, run.s.Queue, 30*time.Second, func() { run.w.RequireRunning(t) })
+	require.Equal(t, 0, dlqMessages(t, run.b, run.s.setup), "nothing dead-lettered")
+	m, err := scrapeMetrics(workerHTTPAddr(t, run.w))
 	require.NoError(t, err)
-	require.Equal(t, 0, dlq.Messages, "nothing dead-lettered")
-	retried, err := metricSum(run.w, "revsync_messages_retried_total")
-	require.NoError(t, err)
+	retried := sumSamples(m, "revsync_messages_retried_total", nil)
 	t.Logf("retries: %v; retry/deferral log lines: %d transient, %d exported",
 		retried, countLogs(run.w.stderrPath, "message failed transiently: retrying after a delay", nil),
 		countLogs(run.w.stderrPath, "message exported", nil))
@@ -713,7 +674,7 @@ func TestPostgresBackendsTerminatedMidStream(t *testing.T) {
 	t.Parallel()
 	rabbittest.Shared(t)
 	svc := requireServices(t)
-	remote := startMemRemote(t)
+	remote := startMemoryRemote(t, "customers", "order_lines")
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
 	run := startStreamRun(t, svc, nw, b, remote)
@@ -743,7 +704,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	// Restarting PostgreSQL disturbs every test using it: run alone.
 	rabbittest.Exclusive(t)
 	svc := requireServices(t)
-	remote := startMemRemote(t)
+	remote := startMemoryRemote(t, "customers", "order_lines")
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	pg := localPostgres(t, svc.DatabaseURL) // after loadNorthwind: up again before its schema is dropped
 	b := dialBroker(t, svc)

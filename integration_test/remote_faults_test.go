@@ -1,11 +1,11 @@
 package integration_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -40,7 +40,7 @@ func TestOlderExportNeverOverwritesNewer(t *testing.T) {
 		return remoteFault{}
 	})
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	c := newTunedConfig(s)
+	c := newConfig(s)
 	cfg := c.Write(t)
 
 	ids := nw.CustomerIDs(t)
@@ -167,11 +167,11 @@ func TestRemoteOutageOpensBreaker(t *testing.T) {
 	remoteB := startMemoryRemote(t, "customers", "order_lines")
 	remoteA.Down() // connection refused until brought back
 	s := newSetup(t, svc, b, nw.Schema, remoteA.URL)
-	c := newTunedConfig(s)
+	c := newConfig(s)
 	c.Retry = "{schedule: [200ms, 500ms], max_attempts: 5}"
 	c.Breaker = "{window: 30s, window_calls: 10, min_calls: 4, failure_ratio: 0.5, cool_down: 2s}"
 	crmA, crmB := scopedName(s, "crm_a"), scopedName(s, "crm_b")
-	c.Integrations = []tunedIntegration{
+	c.Integrations = []integrationConfig{
 		{Name: crmA, RemoteURL: remoteA.URL, Timeout: "2s"},
 		{Name: crmB, RemoteURL: remoteB.URL, Timeout: "2s"},
 	}
@@ -292,7 +292,7 @@ func TestRetriesExhaustedAndRetryAfter(t *testing.T) {
 		return remoteFault{}
 	})
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	c := newTunedConfig(s)
+	c := newConfig(s)
 	c.Retry = "{schedule: [100ms, 200ms, 400ms], jitter: -1, max_attempts: 4}" // no jitter: the delays are floors
 	// The breaker stays closed (5 transient failures among 11 calls would
 	// open it at the default min_calls of 10, deferring the 429 customer
@@ -387,7 +387,7 @@ func TestRetryAfterBeyondLongestDelay(t *testing.T) {
 		return remoteFault{}
 	})
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	c := newTunedConfig(s)
+	c := newConfig(s)
 	c.Retry = "{schedule: [100ms, 200ms, 400ms], jitter: -1, max_attempts: 4}"
 	c.Breaker = "{enabled: false}"
 	w := s.StartWorker(t, c.Write(t))
@@ -427,7 +427,7 @@ func TestBoundedPrefetch(t *testing.T) {
 		svc := requireServices(t)
 		b := dialBroker(t, svc)
 		s := newSetup(t, svc, b, "public", "http://127.0.0.1:9")
-		c := newTunedConfig(s)
+		c := newConfig(s)
 		c.Prefetch = 0
 		res := s.Run(t, "worker", "--config", c.Write(t))
 		require.Equal(t, 78, res.Code, "exit code of a worker configured with prefetch 0\nstderr:\n%s", res.Stderr)
@@ -463,7 +463,7 @@ func runPrefetchLoad(t *testing.T, n int, latency, timeout time.Duration) {
 	remote := startMemoryRemote(t, "customers", "order_lines")
 	remote.SetLatency(latency)
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	c := newTunedConfig(s)
+	c := newConfig(s)
 	c.Prefetch, c.Concurrency = prefetch, concurrency
 	cfg := c.Write(t)
 
@@ -633,8 +633,8 @@ func runPrefetchLoad(t *testing.T, n int, latency, timeout time.Duration) {
 // consumerChannelPIDs returns the pids of the channels consuming queue
 // (rabbitmqctl list_consumers).
 func consumerChannelPIDs(b *broker, queue string) (map[string]bool, error) {
-	rows, err := rabbitmqctlJSON(b, "list_consumers", "queue_name", "channel_pid")
-	if err != nil {
+	var rows []map[string]any
+	if err := rabbitmqctlList(b, &rows, "list_consumers", "queue_name", "channel_pid"); err != nil {
 		return nil, err
 	}
 	pids := map[string]bool{}
@@ -653,8 +653,8 @@ func consumerChannelPIDs(b *broker, queue string) (map[string]bool, error) {
 // of the channels, live from the channel processes (rabbitmqctl
 // list_channels); a channel that is gone is left out.
 func channelCounts(b *broker, pids map[string]bool) (unacked, prefetch []int, err error) {
-	rows, err := rabbitmqctlJSON(b, "list_channels", "pid", "messages_unacknowledged", "prefetch_count")
-	if err != nil {
+	var rows []map[string]any
+	if err := rabbitmqctlList(b, &rows, "list_channels", "pid", "messages_unacknowledged", "prefetch_count"); err != nil {
 		return nil, nil, err
 	}
 	for _, ch := range rows {
@@ -665,21 +665,6 @@ func channelCounts(b *broker, pids map[string]bool) (unacked, prefetch []int, er
 		}
 	}
 	return unacked, prefetch, nil
-}
-
-// rabbitmqctlJSON runs `rabbitmqctl -q <cmd> --formatter json <items>`.
-func rabbitmqctlJSON(b *broker, cmd string, items ...string) ([]map[string]any, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	out, err := b.svc.rabbitmqctl(ctx, append([]string{"-q", cmd, "--formatter", "json"}, items...)...)
-	if err != nil {
-		return nil, fmt.Errorf("rabbitmqctl %s: %w", cmd, err)
-	}
-	var rows []map[string]any
-	if err := json.Unmarshal(out, &rows); err != nil {
-		return nil, fmt.Errorf("rabbitmqctl %s: %w: %.200s", cmd, err, out)
-	}
-	return rows, nil
 }
 
 func maxOf(xs []int) int {
@@ -697,4 +682,22 @@ func keysOf(set map[int]bool) []int {
 	}
 	sort.Ints(out)
 	return out
+}
+
+// contactVersion returns N of a customer body whose contact name is "vN",
+// or -1.
+func contactVersion(body json.RawMessage) int {
+	var item struct {
+		Contact struct {
+			Name *string `json:"name"`
+		} `json:"contact"`
+	}
+	if json.Unmarshal(body, &item) != nil || item.Contact.Name == nil || !strings.HasPrefix(*item.Contact.Name, "v") {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(*item.Contact.Name, "v"))
+	if err != nil {
+		return -1
+	}
+	return n
 }

@@ -1,7 +1,6 @@
 package integration_test
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -24,21 +23,13 @@ func TestDLQReplayKeepsTheRoute(t *testing.T) {
 	nw := loadNorthwind(t, svc.DatabaseURL)
 	b := dialBroker(t, svc)
 	s := newSetup(t, svc, b, nw.Schema, remote.URL)
-	cfg := s.WriteConfig(t)
+	c := newConfig(s)
+	cfg := c.Write(t)
 	w := s.StartWorker(t, cfg)
 
-	waitForDLQ := func(n int) {
-		waitFor(t, 20*time.Second, fmt.Sprintf("%d message(s) in %s", n, s.DLQ), func() (bool, string) {
-			w.RequireRunning(t)
-			q, err := b.Inspect(s.DLQ)
-			if err != nil {
-				return false, err.Error()
-			}
-			return q.Messages == n, fmt.Sprintf("%d messages", q.Messages)
-		})
-	}
+	waitForDLQ := func(n int) { waitMessagesReady(t, b, s.DLQ, n, 20*time.Second, w) }
 
-	res := s.MustRun(t, "publish", "--config", cfg, "--integration", integrationName,
+	res := s.MustRun(t, "publish", "--config", cfg, "--integration", c.Integration(),
 		"--connector", "order_line", "--id", "order_id=10248", "--id", "product_id=11")
 	messageID := strings.TrimSpace(res.Stdout)
 	waitForDLQ(1)
@@ -46,14 +37,14 @@ func TestDLQReplayKeepsTheRoute(t *testing.T) {
 	res = s.MustRun(t, "dlq", "replay", "--config", cfg)
 	require.Contains(t, res.Stdout, "moved=1 kept=0")
 	require.Contains(t, res.Stdout, "message_id="+messageID)
-	require.Contains(t, res.Stdout, "routing_key="+integrationName+".order_line")
+	require.Contains(t, res.Stdout, "routing_key="+c.Integration()+".order_line")
 
 	waitForDLQ(1)
 	got := b.Drain(t, s.DLQ)
 	require.Len(t, got, 1)
 	d := got[0]
 	require.Equal(t, messageID, d.MessageId)
-	require.Equal(t, integrationName+".order_line", d.RoutingKey)
+	require.Equal(t, c.Integration()+".order_line", d.RoutingKey)
 	require.Equal(t, "permanent", d.Headers["x-revsync-error-class"])
 	require.EqualValues(t, 1, d.Headers["x-revsync-replays"])
 	require.Contains(t, string(d.Body), `"order_id":10248`)

@@ -34,7 +34,7 @@ func TestTopologyMismatchExits78(t *testing.T) {
 		Body:         []byte(`{"pre":"existing"}`),
 	})
 
-	w := s.StartWorker(t, s.WriteConfig(t))
+	w := s.StartWorker(t, newConfig(s).Write(t))
 	code := w.Wait(t, 15*time.Second) // fails fast: no retries
 	stderr := w.Stderr(t)
 	require.Equal(t, 78, code, "exit code of a worker facing a classic work queue; stderr:\n%s", stderr)

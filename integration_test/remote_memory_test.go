@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,21 +19,25 @@ import (
 
 // memoryRemote is a REST remote held in memory, answering like json-server
 // (GET, POST to a collection, PUT, PATCH and DELETE of an item; PUT of a
-// missing item is 404, POST of an existing one 409), that misbehaves on
-// demand and records every request it sees. The tests read its state and
-// its logs directly, never over HTTP, so that they add no requests of their
-// own. It can be taken down (connection refused) and brought back on the
-// same address.
+// missing item is 404 unless SetPutCreates, POST of an existing one 409),
+// that misbehaves on demand (per-request delay, hang, status with
+// Retry-After, latency) and records every request it sees, headers
+// included. The tests read its state and its logs directly, never over
+// HTTP, so that they add no requests of their own. It can be taken down
+// (connection refused) and brought back on the same address.
 type memoryRemote struct {
-	URL  string
-	addr string
+	URL     string
+	addr    string
+	stopped chan struct{} // closed at cleanup: releases held requests
 
 	mu          sync.Mutex
 	collections map[string]map[string]json.RawMessage
 	requests    []*seenRequest
 	writes      []*seenRequest // requests that changed an item, in the order they did
+	inFlight    int
 	fault       func(seenRequest) remoteFault
 	latency     time.Duration
+	putCreates  bool
 	srv         *http.Server // nil while down
 }
 
@@ -45,16 +50,18 @@ type seenRequest struct {
 	Path       string
 	Collection string
 	ID         string // the item's id: from the path, or a POST's body
+	Header     http.Header
 	Body       json.RawMessage
-	Status     int  // 0: the client went away before an answer
+	Status     int  // 0: not answered (yet), or the client went away first
 	Faulted    bool // answered by the injected fault
 	WriteSeq   int  // > 0: the write changed the item, the WriteSeq-th to change any item
 }
 
 // remoteFault is what the remote does to one request instead of (Status)
-// or before (Delay) answering it normally.
+// or before (Delay, Hang) answering it normally.
 type remoteFault struct {
 	Delay      time.Duration
+	Hang       bool   // hold the request until the client goes away: it changes nothing
 	Status     int    // non-zero: answer with this status and apply nothing
 	RetryAfter string // the Retry-After header of a faulted answer
 }
@@ -63,13 +70,16 @@ type remoteFault struct {
 // empty collections. It is stopped at cleanup.
 func startMemoryRemote(t *testing.T, collections ...string) *memoryRemote {
 	t.Helper()
-	m := &memoryRemote{addr: "127.0.0.1:0", collections: map[string]map[string]json.RawMessage{}}
+	m := &memoryRemote{addr: "127.0.0.1:0", stopped: make(chan struct{}), collections: map[string]map[string]json.RawMessage{}}
 	for _, c := range collections {
 		m.collections[c] = map[string]json.RawMessage{}
 	}
 	m.Up(t)
 	m.URL = "http://" + m.addr
-	t.Cleanup(m.Down)
+	t.Cleanup(func() {
+		close(m.stopped)
+		m.Down()
+	})
 	return m
 }
 
@@ -79,6 +89,14 @@ func (m *memoryRemote) SetFault(f func(seenRequest) remoteFault) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.fault = f
+}
+
+// SetPutCreates makes a PUT of a missing item create it, so that one
+// export (update first, POST on 404) is one request.
+func (m *memoryRemote) SetPutCreates(on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.putCreates = on
 }
 
 // SetLatency delays every answer by d.
@@ -174,6 +192,13 @@ func (m *memoryRemote) Writes(collection, id string) []seenRequest {
 	return out
 }
 
+// InFlight is the number of requests being held or served now.
+func (m *memoryRemote) InFlight() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.inFlight
+}
+
 // forItem matches the requests about one item.
 func forItem(collection, id string) func(seenRequest) bool {
 	return func(r seenRequest) bool { return r.Collection == collection && r.ID == id }
@@ -187,7 +212,8 @@ func (m *memoryRemote) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
-	rec := &seenRequest{At: time.Now(), Method: r.Method, Path: r.URL.Path, Collection: parts[0], Body: body}
+	rec := &seenRequest{At: time.Now(), Method: r.Method, Path: r.URL.Path, Collection: parts[0],
+		Header: r.Header.Clone(), Body: body}
 	if len(parts) > 1 {
 		rec.ID = strings.Join(parts[1:], "/")
 	} else if r.Method == http.MethodPost {
@@ -200,20 +226,34 @@ func (m *memoryRemote) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	m.mu.Lock()
 	rec.Seq = len(m.requests) + 1
 	m.requests = append(m.requests, rec)
+	m.inFlight++
 	var fault remoteFault
 	if m.fault != nil {
 		fault = m.fault(*rec)
 	}
 	delay := fault.Delay + m.latency
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.inFlight--
+		m.mu.Unlock()
+	}()
 
-	if delay > 0 {
-		timer := time.NewTimer(delay)
+	if delay > 0 || fault.Hang {
+		var timer <-chan time.Time
+		if !fault.Hang {
+			tm := time.NewTimer(delay)
+			defer tm.Stop()
+			timer = tm.C
+		}
 		select {
-		case <-timer.C:
+		case <-timer:
 		case <-r.Context().Done():
-			timer.Stop()
 			m.answered(rec, 0, false)
+			return
+		case <-m.stopped:
+			m.answered(rec, 0, false)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "remote stopping"})
 			return
 		}
 	}
@@ -269,9 +309,14 @@ func (m *memoryRemote) applyLocked(rec *seenRequest) (int, any) {
 	}
 	switch {
 	case rec.Method == http.MethodGet && rec.ID == "":
-		list := make([]json.RawMessage, 0, len(coll))
-		for _, raw := range coll {
-			list = append(list, raw)
+		ids := make([]string, 0, len(coll))
+		for id := range coll {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		list := make([]json.RawMessage, 0, len(ids))
+		for _, id := range ids {
+			list = append(list, coll[id])
 		}
 		return http.StatusOK, list
 	case rec.Method == http.MethodGet:
@@ -290,7 +335,7 @@ func (m *memoryRemote) applyLocked(rec *seenRequest) (int, any) {
 		return http.StatusCreated, write(rec.ID, item)
 	case rec.Method == http.MethodPut, rec.Method == http.MethodPatch:
 		old, exists := coll[rec.ID]
-		if !exists {
+		if !exists && !(rec.Method == http.MethodPut && m.putCreates) {
 			return http.StatusNotFound, map[string]string{}
 		}
 		item, err := decode()
@@ -324,20 +369,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// contactVersion returns N of a customer body whose contact name is "vN",
-// or -1.
-func contactVersion(body json.RawMessage) int {
-	var item struct {
-		Contact struct {
-			Name *string `json:"name"`
-		} `json:"contact"`
-	}
-	if json.Unmarshal(body, &item) != nil || item.Contact.Name == nil || !strings.HasPrefix(*item.Contact.Name, "v") {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimPrefix(*item.Contact.Name, "v"))
-	if err != nil {
-		return -1
-	}
-	return n
+// waitForItems waits until a remote collection holds n items, failing at
+// once when a worker has exited.
+func waitForItems(t *testing.T, remote *memoryRemote, collection string, n int, timeout time.Duration, ws ...*worker) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("%d items in remote /%s", n, collection), func() (bool, string) {
+		requireRunning(t, ws...)
+		got := len(remote.Items(collection))
+		return got >= n, fmt.Sprintf("%d items", got)
+	})
 }
