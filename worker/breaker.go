@@ -244,7 +244,7 @@ func (b *breakers) record(integration string, probe, failed bool) {
 		}
 		c.recent = c.recent[:0]
 		b.set(integration, c, stateClosed)
-		b.log.Info("circuit breaker closed: the probe succeeded, resuming the integration's messages",
+		b.log.Info("circuit breaker closed: the probe did not fail transiently, resuming the integration's messages",
 			zap.String("integration", integration), zap.String("breaker", stateClosed.String()))
 	case stateOpen:
 		// A run admitted while the breaker was closed, ending late.

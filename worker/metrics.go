@@ -70,6 +70,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "1 while connected to the broker and consuming, else 0.",
 		}),
 	}
+	// Every class a message can be dead-lettered with starts at zero, so
+	// that "none yet" and "not exported" look different.
+	for _, c := range []jobs.Class{jobs.ClassInvalidMessage, jobs.ClassUnknownRoute, jobs.ClassIntegrationDisabled,
+		jobs.ClassPermanent, jobs.ClassPanic, jobs.ClassRetriesExhausted} {
+		m.deadLettered.WithLabelValues(string(c))
+	}
 	reg.MustRegister(m.received, m.exported, m.retried, m.deadLettered, m.requeued,
 		m.inFlight, m.jobDuration, m.breakerState, m.reconnects, m.connected)
 	return m

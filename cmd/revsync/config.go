@@ -64,8 +64,9 @@ type AMQPConfig struct {
 	// Default 0: forever, not ready meanwhile. revsync publish always
 	// gives up after publish_timeout.
 	ReconnectTimeout jobs.Duration `yaml:"reconnect_timeout"`
-	// ConnectionName names this worker's connections on the broker
-	// (rabbitmqctl list_connections). Default "revsync".
+	// ConnectionName names this process's connections on the broker
+	// (rabbitmqctl list_connections). Default "revsync <host>/<pid>", so
+	// replicas tell apart; REVSYNC_CONNECTION_NAME overrides it.
 	ConnectionName string `yaml:"connection_name"`
 }
 
@@ -175,6 +176,9 @@ func loadConfig(path string, getenv func(string) string) (*Config, error) {
 	if v := getenv("REVSYNC_HTTP_LISTEN"); v != "" {
 		cfg.HTTP.Listen = v
 	}
+	if v := getenv("REVSYNC_CONNECTION_NAME"); v != "" {
+		cfg.AMQP.ConnectionName = v
+	}
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, &ConfigError{Err: err}
@@ -195,6 +199,10 @@ func (c *Config) setDefaults() {
 	if a.Prefetch == nil {
 		p := 20
 		a.Prefetch = &p
+	}
+	if a.ConnectionName == "" {
+		host, _ := os.Hostname()
+		a.ConnectionName = fmt.Sprintf("revsync %s/%d", host, os.Getpid())
 	}
 	if a.DeliveryLimit == 0 {
 		a.DeliveryLimit = 10

@@ -25,6 +25,10 @@ func (c *classes) Set(v string) error {
 }
 
 func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprintln(stdout, "usage: revsync dlq replay [--config FILE] [--class C ...] [--limit N] [--dry-run]")
+		return nil
+	}
 	if len(args) == 0 || args[0] != "replay" {
 		return usageErrorf(`unknown dlq command; want "revsync dlq replay"`)
 	}
@@ -69,6 +73,6 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 				action, m.MessageID, m.RoutingKey, m.Class, m.Reason)
 		},
 	})
-	fmt.Fprintf(stdout, "moved=%d kept=%d\n", res.Moved, res.Skipped)
+	fmt.Fprintf(stdout, "moved=%d kept=%d not_examined=%d\n", res.Moved, res.Skipped, res.Unexamined)
 	return err
 }

@@ -75,9 +75,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func exitCode(err error) int {
 	var usageErr *UsageError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, flag.ErrHelp):
 		return exitOK
-	case errors.As(err, &usageErr), errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &usageErr):
 		return exitUsage
 	case isConfigError(err):
 		return exitConfig

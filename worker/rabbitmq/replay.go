@@ -49,6 +49,9 @@ type ReplayedMessage struct {
 type ReplayResult struct {
 	Moved   int // republished to the events exchange
 	Skipped int // examined and left in the dead-letter queue
+	// Unexamined were in the dead-letter queue when the replay started
+	// but not looked at (the limit was reached); they are still there.
+	Unexamined int
 }
 
 // ReplayDeadLetters moves messages from the dead-letter queue back to the
@@ -63,8 +66,7 @@ type ReplayResult struct {
 // started, so a message that fails again during the replay, and comes back
 // to the queue, is not replayed twice in one run. Messages it skips are
 // returned to the queue when it ends.
-func (c *Client) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (ReplayResult, error) {
-	var res ReplayResult
+func (c *Client) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (res ReplayResult, err error) {
 	conn, err := c.pub.connection(ctx)
 	if err != nil {
 		return res, fmt.Errorf("rabbitmq: replay: %w", err)
@@ -85,6 +87,7 @@ func (c *Client) ReplayDeadLetters(ctx context.Context, opts ReplayOptions) (Rep
 			_ = d.Nack(false, true)
 		}
 	}()
+	defer func() { res.Unexamined = max(q.Messages-res.Moved-res.Skipped, 0) }()
 	for range q.Messages {
 		if err := ctx.Err(); err != nil {
 			return res, err

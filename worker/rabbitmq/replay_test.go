@@ -93,7 +93,7 @@ func TestReplayFiltersByClassAndStopsAtTheSnapshot(t *testing.T) {
 	e.waitDepth(e.cfg.DeadLetterQueue, 3)
 	res, err = c.ReplayDeadLetters(t.Context(), rabbitmq.ReplayOptions{DryRun: true, Limit: 1})
 	require.NoError(t, err)
-	require.Equal(t, rabbitmq.ReplayResult{Skipped: 1}, res, "--limit bounds a dry run's listing too")
+	require.Equal(t, rabbitmq.ReplayResult{Skipped: 1, Unexamined: 2}, res, "--limit bounds a dry run's listing too")
 	e.waitDepth(e.cfg.DeadLetterQueue, 3)
 
 	res, err = c.ReplayDeadLetters(t.Context(), rabbitmq.ReplayOptions{Classes: []jobs.Class{jobs.ClassIntegrationDisabled}})
