@@ -72,9 +72,9 @@ func valueSize(v any) int {
 		return n
 	case bool, int8, uint8:
 		return 1
-	case int16:
+	case int16, uint16:
 		return 2
-	case int32, float32:
+	case int32, uint32, float32:
 		return 4
 	case amqp.Decimal:
 		return 5

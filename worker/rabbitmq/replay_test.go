@@ -132,3 +132,29 @@ func TestDeadLetterCopyOfHugeHeaders(t *testing.T) {
 	require.NotContains(t, got[0].Headers, "pad")
 	require.Zero(t, first(e.depth(e.cfg.Queue)))
 }
+
+// TestUnsignedHeaderTypes: AMQP 0-9-1 allows unsigned 16- and 32-bit
+// header values ('u', 'i'), which other clients send. Decoding them used
+// to kill the consuming connection on every delivery; now the event is
+// exported, and a failing one's DLQ copy keeps them.
+func TestUnsignedHeaderTypes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	x := newExporter()
+	c := e.dial()
+	stop := running(t, c, e.worker(x, nil))
+
+	headers := amqp.Table{"x-tenant": uint16(7), "x-shard": uint32(70000)}
+	e.publish(customerKey, amqp.Publishing{MessageId: "m-ok", Body: workertest.CustomerBody("ALFKI"), Headers: headers})
+	e.publish(customerKey, amqp.Publishing{MessageId: "m-bad", Body: []byte("{"), Headers: headers})
+	e.waitDepth(e.cfg.DeadLetterQueue, 1)
+	require.Eventually(t, func() bool { _, writes := x.totals(); return writes == 1 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, stop())
+
+	got := e.drain(e.cfg.DeadLetterQueue)
+	require.Len(t, got, 1)
+	require.Equal(t, "m-bad", got[0].MessageId)
+	require.Equal(t, uint16(7), got[0].Headers["x-tenant"])
+	require.Equal(t, uint32(70000), got[0].Headers["x-shard"])
+	require.Zero(t, first(e.depth(e.cfg.Queue)))
+}
