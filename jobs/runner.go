@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
@@ -102,7 +103,7 @@ func (r *Runner) Run(ctx context.Context, route *Route, jc *Context) (*Execution
 
 func (r *Runner) runStep(ctx context.Context, rs RouteStep, jc *Context, se *StepExecution) error {
 	var items []Item
-	err := guard("reader "+rs.Step.Reader, func() (err error) {
+	err := guard(RoleReader, rs.Step.Reader, func() (err error) {
 		items, err = rs.Reader.Read(ctx, jc)
 		return err
 	})
@@ -119,7 +120,7 @@ func (r *Runner) runStep(ctx context.Context, rs RouteStep, jc *Context, se *Ste
 		if len(batch) == 0 {
 			return nil
 		}
-		err := guard("writer "+rs.Step.Writer, func() error { return rs.Writer.Write(ctx, jc, batch) })
+		err := guard(RoleWriter, rs.Step.Writer, func() error { return rs.Writer.Write(ctx, jc, batch) })
 		if err != nil {
 			return err
 		}
@@ -130,7 +131,7 @@ func (r *Runner) runStep(ctx context.Context, rs RouteStep, jc *Context, se *Ste
 	for _, item := range items {
 		if rs.Processor != nil {
 			var keep bool
-			err := guard("processor "+rs.Step.Processor, func() (err error) {
+			err := guard(RoleProcessor, rs.Step.Processor, func() (err error) {
 				item, keep, err = rs.Processor.Process(ctx, jc, item)
 				return err
 			})
@@ -152,11 +153,45 @@ func (r *Runner) runStep(ctx context.Context, rs RouteStep, jc *Context, se *Ste
 	return flush()
 }
 
-// guard runs f, turning a panic into a PanicError.
-func guard(service string, f func() error) (err error) {
+// Roles of the services of a step, as ServiceError reports them.
+const (
+	RoleReader    = "reader"
+	RoleProcessor = "processor"
+	RoleWriter    = "writer"
+)
+
+// ServiceError is the error of one service of a step: which role it
+// played and its registered name. The worker uses the role to tell a
+// failing remote (the writer) from a failing database (the reader).
+type ServiceError struct {
+	Role string // RoleReader, RoleProcessor or RoleWriter
+	Name string // the registered service name
+	Err  error
+}
+
+func (e *ServiceError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the service's error.
+func (e *ServiceError) Unwrap() error { return e.Err }
+
+// FailedRole returns the role of the service whose error err is, or "".
+func FailedRole(err error) string {
+	var se *ServiceError
+	if errors.As(err, &se) {
+		return se.Role
+	}
+	return ""
+}
+
+// guard runs f, turning a panic into a PanicError, and marks its error
+// with the service's role.
+func guard(role, name string, f func() error) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			err = &PanicError{Service: service, Value: v, Stack: debug.Stack()}
+			err = &PanicError{Service: role + " " + name, Value: v, Stack: debug.Stack()}
+		}
+		if err != nil {
+			err = &ServiceError{Role: role, Name: name, Err: err}
 		}
 	}()
 	return f()

@@ -380,3 +380,33 @@ func TestRetriesDoNotOpenTheBreaker(t *testing.T) {
 	reads, _ := rec.counts()
 	require.Equal(t, 5, reads)
 }
+
+// TestDatabaseFailuresDoNotOpenTheBreaker: the breaker watches the remote.
+// Transient failures of the reader (the database) are retried but do not
+// count against the integration's remote.
+func TestDatabaseFailuresDoNotOpenTheBreaker(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{failRead: failTransiently(0)}
+	w, _ := newWorker(t, rec, func(c *worker.Config) {
+		c.Breaker = worker.BreakerConfig{MinCalls: 2, WindowCalls: 4, FailureRatio: 0.5, CoolDown: time.Minute}
+	})
+	src := workertest.NewSource(8)
+	var settlers []*workertest.Settler
+	for i := range 5 {
+		d, s := workertest.NewDelivery(workertest.CustomerBody(fmt.Sprintf("C%d", i)), fmt.Sprintf("m-%d", i), "crm.customer")
+		require.True(t, src.Send(d))
+		settlers = append(settlers, s)
+	}
+	stop := started(t, w, src)
+	for _, s := range settlers {
+		waitSettled(t, s)
+	}
+	require.NoError(t, stop())
+	for _, s := range settlers {
+		retries := s.Calls().Retries
+		require.Len(t, retries, 1)
+		require.Equal(t, jobs.ClassTransient, retries[0].Class, "every event ran: the breaker stayed closed")
+	}
+	reads, _ := rec.counts()
+	require.Equal(t, 5, reads)
+}

@@ -431,16 +431,18 @@ func (w *Worker) handle(jobCtx context.Context, stopping <-chan struct{}, d Deli
 	r := &run{d: d, started: time.Now(), attempt: attemptOf(d.Headers)}
 	w.process(jobCtx, r)
 	if r.admitted {
-		// Neither a shutdown nor waiting for another run of the same
-		// entity says anything about the remote's health.
+		transient := jobs.ClassOf(r.err) == jobs.ClassTransient
 		switch {
-		case jobCtx.Err() != nil || errors.Is(r.err, jobs.ErrEntityLocked):
+		case jobCtx.Err() != nil || (transient && jobs.FailedRole(r.err) != jobs.RoleWriter):
+			// Neither a shutdown nor a transient failure before the remote
+			// was called (the database, waiting for the entity's lock)
+			// says anything about the remote's health.
 			w.breakers.release(r.event.Integration, r.probe)
 		case r.probe || r.attempt == 1:
 			// Retries are not counted: one failing entity retried five
 			// times must not weigh like five failing calls and open the
 			// breaker for the whole integration.
-			w.breakers.record(r.event.Integration, r.probe, jobs.ClassOf(r.err) == jobs.ClassTransient)
+			w.breakers.record(r.event.Integration, r.probe, transient)
 		}
 	}
 	var outcome Outcome

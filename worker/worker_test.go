@@ -30,12 +30,19 @@ type recorder struct {
 	reads  []jobs.Context
 	writes [][]jobs.Item
 	fail   func(ctx context.Context, jc *jobs.Context) error
+	// failRead, when set, decides the reader's result.
+	failRead func(ctx context.Context, jc *jobs.Context) error
 }
 
 func (r *recorder) Read(ctx context.Context, jc *jobs.Context) ([]jobs.Item, error) {
 	r.mu.Lock()
 	r.reads = append(r.reads, *jc)
 	r.mu.Unlock()
+	if r.failRead != nil {
+		if err := r.failRead(ctx, jc); err != nil {
+			return nil, err
+		}
+	}
 	return workertest.EchoReader.Read(ctx, jc)
 }
 
