@@ -390,13 +390,7 @@ func TestDatabaseFailuresDoNotOpenTheBreaker(t *testing.T) {
 	w, _ := newWorker(t, rec, func(c *worker.Config) {
 		c.Breaker = worker.BreakerConfig{MinCalls: 2, WindowCalls: 4, FailureRatio: 0.5, CoolDown: time.Minute}
 	})
-	src := workertest.NewSource(8)
-	var settlers []*workertest.Settler
-	for i := range 5 {
-		d, s := workertest.NewDelivery(workertest.CustomerBody(fmt.Sprintf("C%d", i)), fmt.Sprintf("m-%d", i), "crm.customer")
-		require.True(t, src.Send(d))
-		settlers = append(settlers, s)
-	}
+	src, settlers := queued(t, 5)
 	stop := started(t, w, src)
 	for _, s := range settlers {
 		waitSettled(t, s)

@@ -64,6 +64,20 @@ func (r *recorder) counts() (reads, writes int) {
 	return len(r.reads), len(r.writes)
 }
 
+// queued returns a source holding n customer events, all for customer A
+// (message ids m-0, m-1, ...), and their settlers.
+func queued(t *testing.T, n int) (*workertest.Source, []*workertest.Settler) {
+	t.Helper()
+	src := workertest.NewSource(n)
+	settlers := make([]*workertest.Settler, n)
+	for i := range n {
+		d, s := workertest.NewDelivery(workertest.CustomerBody("A"), fmt.Sprintf("m-%d", i), "crm.customer")
+		require.True(t, src.Send(d))
+		settlers[i] = s
+	}
+	return src, settlers
+}
+
 // started runs w on src in the background; stop cancels it and returns
 // Run's error.
 func started(t *testing.T, w *worker.Worker, src worker.Source) (stop func() error) {
@@ -414,13 +428,7 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		return nil
 	}}
 	w, _ := newWorker(t, rec, func(c *worker.Config) { c.Concurrency = 3 })
-	src := workertest.NewSource(30)
-	var settlers []*workertest.Settler
-	for i := range 30 {
-		d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-"+string(rune('a'+i)), "crm.customer")
-		src.Send(d)
-		settlers = append(settlers, s)
-	}
+	src, settlers := queued(t, 30)
 	stop := started(t, w, src)
 	for _, s := range settlers {
 		waitSettled(t, s)
@@ -442,13 +450,7 @@ func TestShutdown(t *testing.T) {
 		return nil
 	}}
 	w, _ := newWorker(t, rec, func(c *worker.Config) { c.Concurrency = 2 })
-	src := workertest.NewSource(5)
-	var settlers []*workertest.Settler
-	for i := range 5 {
-		d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-"+string(rune('1'+i)), "crm.customer")
-		src.Send(d)
-		settlers = append(settlers, s)
-	}
+	src, settlers := queued(t, 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, src) }()
@@ -501,13 +503,7 @@ func TestShutdownGraceExceeded(t *testing.T) {
 		return ctx.Err()
 	}}
 	w, _ := newWorker(t, rec, func(c *worker.Config) { c.ShutdownGrace = 50 * time.Millisecond })
-	src := workertest.NewSource(5)
-	var settlers []*workertest.Settler
-	for i := range 5 {
-		d, s := workertest.NewDelivery(workertest.CustomerBody("A"), "m-"+string(rune('1'+i)), "crm.customer")
-		src.Send(d)
-		settlers = append(settlers, s)
-	}
+	src, settlers := queued(t, 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, src) }()
