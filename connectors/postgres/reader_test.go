@@ -465,11 +465,10 @@ func TestEntityByIDReaderColumnsChange(t *testing.T) {
 	conn := pgtest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := conn.Exec(ctx, `CREATE TABLE `+schema+`.t (id int PRIMARY KEY, v text); INSERT INTO `+schema+`.t VALUES (1, 'one')`)
-	require.NoError(t, err)
+	oneRow := createOneRowTable(ctx, t, conn, schema)
 
 	pool := testPool(t, url, Config{MaxConns: 1})
-	r := newReader(t, pool, jobs.Entity{Table: schema + ".t", Key: []jobs.KeyColumn{{Column: "id", Type: jobs.KeyInteger}}}, "", ReaderConfig{})
+	r := newReader(t, pool, oneRow, "", ReaderConfig{})
 	items, err := read(t, r, jobContext(jobs.OpUpsert, integer("id", 1)))
 	require.NoError(t, err)
 	require.Equal(t, map[string]any{"id": int64(1), "v": "one"}, items[0].Fields)
@@ -491,12 +490,11 @@ func TestEntityByIDReaderStatementTimeout(t *testing.T) {
 	locker := pgtest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err := locker.Exec(ctx, `CREATE TABLE `+schema+`.t (id int PRIMARY KEY, v text); INSERT INTO `+schema+`.t VALUES (1, 'one')`)
-	require.NoError(t, err)
+	oneRow := createOneRowTable(ctx, t, locker, schema)
 
 	pool := testPool(t, url, Config{StatementTimeout: 200 * time.Millisecond})
-	r := newReader(t, pool, jobs.Entity{Table: schema + ".t", Key: []jobs.KeyColumn{{Column: "id", Type: jobs.KeyInteger}}}, "", ReaderConfig{})
-	_, err = read(t, r, jobContext(jobs.OpUpsert, integer("id", 1)))
+	r := newReader(t, pool, oneRow, "", ReaderConfig{})
+	_, err := read(t, r, jobContext(jobs.OpUpsert, integer("id", 1)))
 	require.NoError(t, err)
 
 	tx, err := locker.Begin(ctx)
@@ -550,11 +548,10 @@ func TestEntityByIDReaderTerminatedBackend(t *testing.T) {
 	admin := pgtest.Connect(t, url)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	_, err := admin.Exec(ctx, `CREATE TABLE `+schema+`.t (id int PRIMARY KEY, v text); INSERT INTO `+schema+`.t VALUES (1, 'one')`)
-	require.NoError(t, err)
+	oneRow := createOneRowTable(ctx, t, admin, schema)
 
 	pool := testPool(t, url, Config{MaxConns: 1})
-	r := newReader(t, pool, jobs.Entity{Table: schema + ".t", Key: []jobs.KeyColumn{{Column: "id", Type: jobs.KeyInteger}}}, "", ReaderConfig{})
+	r := newReader(t, pool, oneRow, "", ReaderConfig{})
 	jc := jobContext(jobs.OpUpsert, integer("id", 1))
 
 	for round := range 3 {
@@ -669,4 +666,13 @@ func TestReaderFactory(t *testing.T) {
 	}
 	_, err = NewEntityByIDReader(nil, jobs.Entity{Table: "t", Key: []jobs.KeyColumn{{Column: "id"}}}, "", ReaderConfig{})
 	require.ErrorContains(t, err, "nil pool")
+}
+
+// createOneRowTable creates schema.t (id int, v text) holding (1, 'one')
+// and returns its entity, keyed by id.
+func createOneRowTable(ctx context.Context, t *testing.T, conn *pgx.Conn, schema string) jobs.Entity {
+	t.Helper()
+	_, err := conn.Exec(ctx, `CREATE TABLE `+schema+`.t (id int PRIMARY KEY, v text); INSERT INTO `+schema+`.t VALUES (1, 'one')`)
+	require.NoError(t, err)
+	return jobs.Entity{Table: schema + ".t", Key: []jobs.KeyColumn{{Column: "id", Type: jobs.KeyInteger}}}
 }
