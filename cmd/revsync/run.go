@@ -137,14 +137,11 @@ func runValidate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer catalog.Close()
 	// What the worker would refuse at start-up, validate refuses too.
-	w, err := worker.New(workerConfig(cfg, catalog, zap.NewNop()))
-	if err != nil {
+	if _, err := worker.New(workerConfig(cfg, catalog, zap.NewNop())); err != nil {
 		return &ConfigError{Err: err}
 	}
-	bcfg := brokerConfig(cfg, zap.NewNop())
-	bcfg.RetryDelays = w.RetryDelays()
-	if err := bcfg.Validate(); err != nil {
-		return &ConfigError{Err: err}
+	if _, err := brokerConfig(cfg, zap.NewNop()); err != nil {
+		return err
 	}
 	for _, r := range catalog.Routes() {
 		state := "enabled"

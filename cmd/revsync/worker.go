@@ -82,10 +82,9 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 	var brokerUp atomic.Bool
 	probe.brokerReady = brokerUp.Load
-	bcfg := brokerConfig(cfg, logger)
-	bcfg.RetryDelays = w.RetryDelays()
-	if err := bcfg.Validate(); err != nil {
-		return &ConfigError{Err: err}
+	bcfg, err := brokerConfig(cfg, logger)
+	if err != nil {
+		return err
 	}
 	bcfg.OnState = brokerUp.Store
 	bcfg.Metrics = metrics
@@ -105,20 +104,14 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	return client.Run(ctx, w)
 }
 
-// dialCLI connects a command other than worker to the broker. Dialling
-// declares the topology, delay queues included: it declares the workers'
-// own set, so that no stray delay queues appear. It does not wait for a
-// broker that is down longer than one publish may take.
+// dialCLI connects a command other than worker to the broker. It does not
+// wait for a broker that is down longer than one publish may take.
 func dialCLI(ctx context.Context, cfg *Config) (*rabbitmq.Client, error) {
-	bcfg := brokerConfig(cfg, zap.NewNop())
-	var err error
-	if bcfg.RetryDelays, err = worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations); err != nil {
-		return nil, &ConfigError{Err: err}
+	bcfg, err := brokerConfig(cfg, zap.NewNop())
+	if err != nil {
+		return nil, err
 	}
 	bcfg.ReconnectTimeout = cfg.AMQP.PublishTimeout.Or(rabbitmq.DefaultPublishTimeout)
-	if err := bcfg.Validate(); err != nil {
-		return nil, &ConfigError{Err: err}
-	}
 	return rabbitmq.Dial(ctx, bcfg)
 }
 
@@ -134,9 +127,16 @@ func poolConfig(cfg *Config, lazy bool) postgres.Config {
 	}
 }
 
-// brokerConfig is the RabbitMQ adapter's configuration.
-func brokerConfig(cfg *Config, logger *zap.Logger) rabbitmq.Config {
-	return rabbitmq.Config{
+// brokerConfig is the RabbitMQ adapter's configuration, checked. Its delay
+// queues are the workers' own set, whichever command dials, so that no
+// stray ones appear.
+func brokerConfig(cfg *Config, logger *zap.Logger) (rabbitmq.Config, error) {
+	delays, err := worker.RetryDelays(retryPolicy(cfg), breakerConfig(cfg), cfg.Integrations)
+	if err != nil {
+		return rabbitmq.Config{}, &ConfigError{Err: err}
+	}
+	bcfg := rabbitmq.Config{
+		RetryDelays:        delays,
 		URL:                cfg.AMQP.URL,
 		Exchange:           cfg.AMQP.Exchange,
 		Queue:              cfg.AMQP.Queue,
@@ -150,6 +150,10 @@ func brokerConfig(cfg *Config, logger *zap.Logger) rabbitmq.Config {
 		ConnectionName:     cfg.AMQP.ConnectionName,
 		Logger:             logger,
 	}
+	if err := bcfg.Validate(); err != nil {
+		return rabbitmq.Config{}, &ConfigError{Err: err}
+	}
+	return bcfg, nil
 }
 
 // workerConfig is the worker's configuration, without the parts that need
